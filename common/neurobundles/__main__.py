@@ -1,0 +1,5 @@
+import sys
+
+from neurobundles.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+from .full_volume import FullVolumeInferer
+
+__all__ = ["FullVolumeInferer"]

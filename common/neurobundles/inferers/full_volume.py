@@ -1,0 +1,62 @@
+"""Run a fully convolutional network on the whole volume at once, in the fastest safe form per device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from torch import nn
+
+__all__ = ["FullVolumeInferer"]
+
+_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class FullVolumeInferer(Inferer):
+    """One forward pass over the whole (conformed) volume; outputs float32 logits or class indices.
+
+    MeshNet keeps full resolution in every layer, so there is nothing to gain from windows when
+    the volume fits in memory. The device policy is chosen per call from the input's device:
+
+    Args:
+        channels_last: use ``torch.channels_last_3d`` (``None``: on CPU only, where oneDNN's
+            dilated convolutions run about 3.5× faster in that layout).
+        amp: autocast to ``amp_dtype`` (``None``: on CUDA only).
+        amp_dtype: ``"float16"`` or ``"bfloat16"``.
+        argmax: return the class index per voxel (``B×1×…``, float32) instead of logits: saves
+            moving and storing C-channel logits (7 GB on the CPU for 104 classes at 256³).
+    """
+
+    def __init__(
+        self,
+        channels_last: bool | None = None,
+        amp: bool | None = None,
+        amp_dtype: str = "float16",
+        argmax: bool = False,
+    ) -> None:
+        super().__init__()
+        if amp_dtype not in _AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)}, got {amp_dtype!r}.")
+        self.channels_last = channels_last
+        self.amp = amp
+        self.amp_dtype = _AMP_DTYPES[amp_dtype]
+        self.argmax = argmax
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        device_type = inputs.device.type
+        values = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        channels_last = device_type == "cpu" if self.channels_last is None else self.channels_last
+        if channels_last and values.ndim == 5:
+            network.to(memory_format=torch.channels_last_3d)
+            values = values.contiguous(memory_format=torch.channels_last_3d)
+        amp = device_type == "cuda" if self.amp is None else self.amp
+        with torch.autocast(device_type, dtype=self.amp_dtype, enabled=amp):
+            logits = network(values, *args, **kwargs)
+        # Tensor.max(dim).indices equals torch.argmax but avoids its slow strided CPU path
+        out = logits.max(dim=1, keepdim=True).indices.float() if self.argmax else logits.float()
+        out = out.contiguous()
+        if isinstance(inputs, MetaTensor):
+            return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
+        return out

@@ -1,0 +1,89 @@
+"""MeshNet: a stack of dilated 3D convolutions at full resolution (Fedorov et al., 2017).
+
+Every layer keeps the input grid, so the receptive field grows only through dilation and the
+network stays tiny (tens of thousands of parameters) while segmenting a whole 256³ volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+__all__ = ["MeshNet", "receptive_field"]
+
+
+class MeshNet(nn.Module):
+    """Dilated fully convolutional network with one block per dilation.
+
+    Each block is ``conv(k, dilation d, padding d·(k-1)/2) → [norm] → act → [dropout]`` and a final
+    1×1×1 convolution maps to ``out_channels`` logits.
+
+    Args:
+        spatial_dims: number of spatial dimensions (3 for volumes).
+        in_channels: input channels.
+        out_channels: number of classes.
+        channels: feature channels, one int for every block or a sequence with one entry per block.
+        dilations: dilation of each block; its length sets the depth.
+        kernel_size: odd kernel size of the dilated convolutions.
+        act: activation name or ``(name, kwargs)`` as understood by MONAI (``"relu"``, ``"elu"``, ``"gelu"``).
+        norm: optional normalisation, e.g. ``"batch"`` or ``("group", {"num_groups": 15, "affine": False})``.
+        dropout: dropout probability after each activation (0 disables it).
+        bias: whether the dilated convolutions carry a bias (the final one always does unless
+            ``final_bias`` is False).
+        final_bias: bias of the final 1×1×1 convolution.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 3,
+        channels: int | Sequence[int] = 21,
+        dilations: Sequence[int] = (1, 1, 1, 2, 4, 8, 1),
+        kernel_size: int = 3,
+        act: str | tuple = "relu",
+        norm: str | tuple | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        final_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd to keep the grid, got {kernel_size}.")
+        widths = [channels] * len(dilations) if isinstance(channels, int) else list(channels)
+        if len(widths) != len(dilations):
+            raise ValueError(f"channels has {len(widths)} entries but dilations has {len(dilations)}.")
+        self.dilations = tuple(int(d) for d in dilations)
+        self.kernel_size = kernel_size
+        blocks: list[nn.Module] = []
+        previous = in_channels
+        for width, dilation in zip(widths, self.dilations):
+            blocks.append(
+                Convolution(
+                    spatial_dims,
+                    previous,
+                    width,
+                    kernel_size=kernel_size,
+                    dilation=dilation,
+                    padding=dilation * (kernel_size - 1) // 2,
+                    act=act,
+                    norm=norm,
+                    dropout=dropout or None,
+                    bias=bias,
+                    adn_ordering="NAD",
+                )
+            )
+            previous = width
+        blocks.append(Convolution(spatial_dims, previous, out_channels, kernel_size=1, bias=final_bias, conv_only=True))
+        self.layers = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def receptive_field(dilations: Sequence[int], kernel_size: int = 3) -> int:
+    """Width in voxels of the region that influences one output voxel."""
+    return 1 + (kernel_size - 1) * sum(dilations)

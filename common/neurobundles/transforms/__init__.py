@@ -1,0 +1,20 @@
+from .conform import Conform, Conformd, conform_affine
+from .intensity import ConformIntensity, ConformIntensityd, robust_range
+from .io import LoadVolume, LoadVolumed, check_volume
+from .labels import ArgMax, ArgMaxd, MapLabels, MapLabelsd
+
+__all__ = [
+    "ArgMax",
+    "ArgMaxd",
+    "Conform",
+    "ConformIntensity",
+    "ConformIntensityd",
+    "Conformd",
+    "LoadVolume",
+    "LoadVolumed",
+    "MapLabels",
+    "MapLabelsd",
+    "check_volume",
+    "conform_affine",
+    "robust_range",
+]

@@ -1,0 +1,49 @@
+"""A plain re-implementation of brainchop's published CLI pipeline, kept independent of the package.
+
+conform (identity for already conformed 256³ LIA inputs) → rescale to 0–255 (minimum → 0, 98th
+percentile of non-zero voxels → 255, 1000-bin histogram) → 2–98 % quantile normalisation
+((x − q02) / (q98 − q02 + 1e-3), clipped) → MeshNet → argmax → largest 26-connected component.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from scipy import ndimage
+
+
+def reference_segmentation(image: Path, weights: Path, dilations: list[int], activation: str) -> np.ndarray:
+    volume = nib.load(str(image))
+    if volume.shape != (256, 256, 256) or nib.aff2axcodes(volume.affine) != ("L", "I", "A"):
+        raise ValueError("the reference handles conformed 256³ LIA inputs only")
+    x = np.asarray(volume.dataobj, dtype=np.float32)
+    low, high = x.min(), x.max()
+    counts, edges = np.histogram(x, 1000, (low, high))
+    index = np.searchsorted(np.cumsum(counts), x.size - int(0.02 * np.count_nonzero(x)))
+    upper = edges[min(index + 1, 1000)]
+    x = np.rint(np.clip((x - low) * 255.0 / (upper - low), 0, 255))
+    q02, q98 = np.quantile(x, [0.02, 0.98])
+    x = np.clip((x - q02) / (q98 - q02 + 1e-3), 0, 1)
+
+    state = load_file(str(weights))
+    layers = sorted({int(key.split(".")[1]) for key in state})
+    act = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu}[activation]
+    t = torch.from_numpy(x.astype(np.float32))[None, None].contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        for position, layer in enumerate(layers):
+            weight, bias = state[f"model.{layer}.weight"], state[f"model.{layer}.bias"]
+            dilation = dilations[position] if position < len(dilations) else 1
+            t = F.conv3d(t, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
+            if position < len(layers) - 1:
+                t = act(t)
+    labels = t[0].argmax(0).numpy()
+    components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    labels[components != sizes.argmax()] = 0
+    return labels
