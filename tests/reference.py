@@ -3,6 +3,9 @@
 conform (identity for already conformed 256³ LIA inputs) → rescale to 0–255 (minimum → 0, 98th
 percentile of non-zero voxels → 255, 1000-bin histogram) → 2–98 % quantile normalisation
 ((x − q02) / (q98 − q02 + 1e-3), clipped) → MeshNet → argmax → largest 26-connected component.
+MeshNet here is written out with ``F.conv3d``: weights straight from the published file (safetensors
+``model.<i>.weight`` or, for mindgrab, the torch checkpoint's ``model.<i>.0.weight``), then the
+activation, with GroupNorm (one group per channel, no affine) before it when ``group_norm``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,22 @@ from safetensors.torch import load_file
 from scipy import ndimage
 
 
-def reference_segmentation(image: Path, weights: Path, dilations: list[int], activation: str) -> np.ndarray:
+def _published_convs(weights: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    if weights.read_bytes()[:2] == b"PK":  # mindgrab: torch zip checkpoint
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    else:
+        state = load_file(str(weights))
+    layers = sorted({int(key.split(".")[1]) for key in state})
+    convs = []
+    for layer in layers:
+        prefix = f"model.{layer}.0" if f"model.{layer}.0.weight" in state else f"model.{layer}"
+        convs.append((state[f"{prefix}.weight"], state.get(f"{prefix}.bias")))
+    return convs
+
+
+def reference_segmentation(
+    image: Path, weights: Path, dilations: list[int], activation: str, group_norm: bool = False
+) -> np.ndarray:
     volume = nib.load(str(image))
     if volume.shape != (256, 256, 256) or nib.aff2axcodes(volume.affine) != ("L", "I", "A"):
         raise ValueError("the reference handles conformed 256³ LIA inputs only")
@@ -30,16 +48,16 @@ def reference_segmentation(image: Path, weights: Path, dilations: list[int], act
     q02, q98 = np.quantile(x, [0.02, 0.98])
     x = np.clip((x - q02) / (q98 - q02 + 1e-3), 0, 1)
 
-    state = load_file(str(weights))
-    layers = sorted({int(key.split(".")[1]) for key in state})
+    convs = _published_convs(weights)
     act = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu}[activation]
     t = torch.from_numpy(x.astype(np.float32))[None, None].contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad():
-        for position, layer in enumerate(layers):
-            weight, bias = state[f"model.{layer}.weight"], state[f"model.{layer}.bias"]
+        for position, (weight, bias) in enumerate(convs):
             dilation = dilations[position] if position < len(dilations) else 1
             t = F.conv3d(t, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
-            if position < len(layers) - 1:
+            if position < len(convs) - 1:
+                if group_norm:
+                    t = F.group_norm(t, t.shape[1], eps=1e-5)
                 t = act(t)
     labels = t[0].argmax(0).numpy()
     components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))

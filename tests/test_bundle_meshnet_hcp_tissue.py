@@ -48,7 +48,8 @@ def test_monai_bundle_run_equals_the_published_pipeline_on_t1_crop(tmp_path, sha
     reference = _reference(shared_data, t1_crop)
     assert (ours == reference).mean() >= 0.999
     rows = list(csv.DictReader((tmp_path / "out" / "t1_crop_volumes.csv").open()))
-    assert [int(r["voxels"]) for r in rows] == [int((ours == 1).sum()), int((ours == 2).sum())]
+    assert [int(r["voxels"]) for r in rows] == [int((ours == 1).sum()), int((ours == 2).sum()), int((ours > 0).sum())]
+    assert (tmp_path / "out" / "t1_crop_qc.png").stat().st_size > 10_000
 
 
 def test_bundle_equals_the_published_pipeline_on_fsaverage(tmp_path, shared_data, fsaverage):
@@ -67,10 +68,10 @@ def conformed_dice(tmp_path_factory) -> dict:
 
 def test_evaluate_reports_grey_and_white_dice_on_fsaverage(conformed_dice):
     per_class = conformed_dice["per_class"]
-    assert set(per_class) == {"white matter", "grey matter"}
+    assert set(per_class) == {"White-Matter", "Grey-Matter"}
     # fsaverage is an average brain with blurred borders; these floors catch a broken pipeline
     # (a flipped axis or wrong label order gives Dice below 0.2), not the model's quality
-    assert per_class["white matter"] > 0.6 and per_class["grey matter"] > 0.4
+    assert per_class["White-Matter"] > 0.6 and per_class["Grey-Matter"] > 0.4
     assert list(conformed_dice["cases"]) == ["fsaverage"]
 
 

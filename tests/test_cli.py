@@ -12,7 +12,7 @@ from neurobundles.cli import main
 def test_list_shows_bundles_labels_and_cache_state(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "meshnet_hcp_tissue" in out and "1 white matter, 2 grey matter" in out
+    assert "meshnet_hcp_tissue" in out and "1 White-Matter, 2 Grey-Matter" in out
     assert "weights not cached" in out or "weights cached" in out
 
 
@@ -63,7 +63,7 @@ def test_unknown_bundle_lists_the_available_ones(tmp_path, capsys, head_phantom)
 def test_demo_segments_the_sample_t1_and_prints_volumes(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "white matter" in out and "grey matter" in out and "cm³" in out
+    assert "White-Matter" in out and "Grey-Matter" in out and "EstimatedTotalBrainVolume" in out
     assert (tmp_path / "t1_crop_seg.nii.gz").is_file() and (tmp_path / "t1_crop_volumes.csv").is_file()
 
 

@@ -1,6 +1,6 @@
 """neurobundles: MONAI bundles for brain MRI segmentation, and the thin package they are built on."""
 
-from . import bundles, data, errors, handlers, hub, inferers, labels, networks, outputs, transforms
+from . import bundles, data, errors, handlers, hub, inferers, labels, metrics, networks, outputs, transforms
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,7 @@ __all__ = [
     "hub",
     "inferers",
     "labels",
+    "metrics",
     "networks",
     "outputs",
     "transforms",

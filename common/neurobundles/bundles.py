@@ -20,6 +20,7 @@ __all__ = [
     "config_files",
     "create_workflow",
     "load_metadata",
+    "load_network",
     "run_workflow",
 ]
 
@@ -111,6 +112,18 @@ def create_workflow(
         workflow_type=workflow_type,
         **override,
     )
+
+
+def load_network(name: str | Path, device: str | Any = "cpu") -> Any:
+    """A bundle's ``network`` with its weights, e.g. the brain-extraction network for another bundle's crop step."""
+    from monai.bundle import ConfigParser
+
+    root = bundle_path(name)
+    parser = ConfigParser()
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(root), "device": f"$torch.device({str(device)!r})"})
+    return parser.get_parsed_content("network").eval()
 
 
 def run_workflow(

@@ -45,6 +45,7 @@ def segment(
     device: str | None = None,
     sliding_window: bool = False,
     ext: str = ".nii.gz",
+    brain_crop: bool = False,
 ) -> list[dict[str, str]]:
     """Segment images with a bundle; returns the datalist that was processed."""
     try:
@@ -55,8 +56,12 @@ def segment(
     override: dict = {"datalist": datalist, "output_dir": str(Path(output).resolve()), "output_ext": ext}
     if device:
         override["device"] = f"$torch.device({device!r})"
+    if sliding_window and brain_crop:
+        raise UserError("choose one of --sliding_window and --brain_crop.")
     if sliding_window:
         override["inferer"] = SLIDING_WINDOW
+    if brain_crop:
+        override["inferer"] = "@brain_crop_inferer"
     try:
         bundles.run_workflow(bundle, "inference", **override)
     except Exception as error:
@@ -67,16 +72,18 @@ def segment(
     return datalist
 
 
-def _print_volumes(output: Path, datalist: list[dict[str, str]]) -> None:
+def _print_volumes(output: Path, datalist: list[dict[str, str]], limit: int = 20) -> None:
     for item in datalist:
-        table = output / f"{item['id']}_volumes.csv"
-        with table.open() as stream:
+        with (output / f"{item['id']}_volumes.csv").open() as stream:
             rows = list(csv.DictReader(stream))
-        total = sum(float(row["volume_mm3"]) for row in rows)
+        structures = [row for row in rows if row["label"]]
+        total = next(row for row in rows if not row["label"])
         print(f"\n{item['image']}  →  {output / (item['id'] + '_seg')}*")
-        for row in rows:
-            print(f"  {row['name']:<28} {float(row['volume_mm3']) / 1000:10.1f} cm³")
-        print(f"  {'total labelled':<28} {total / 1000:10.1f} cm³")
+        for row in structures if len(structures) <= limit else []:
+            print(f"  {row['name']:<34} {float(row['volume_mm3']) / 1000:10.1f} cm³")
+        if len(structures) > limit:
+            print(f"  {len(structures)} structures: see {output / (item['id'] + '_volumes.csv')}")
+        print(f"  {total['name']:<34} {float(total['volume_mm3']) / 1000:10.1f} cm³")
 
 
 class Commands:
@@ -91,6 +98,7 @@ class Commands:
         device: str | None = None,
         sliding_window: bool = False,
         ext: str = ".nii.gz",
+        brain_crop: bool = False,
     ) -> None:
         """Segment T1 images (files, folders, glob patterns) into OUTPUT.
 
@@ -104,8 +112,9 @@ class Commands:
             device: torch device such as cpu or cuda:0 (default: cuda:0 when available).
             sliding_window: MONAI's SlidingWindowInferer (192³ windows: less memory, ~4× slower).
             ext: .nii.gz, .nii or .mgz.
+            brain_crop: run the brain-extraction bundle first and segment only the brain's bounding box.
         """
-        datalist = segment(inputs, bundle, output, recursive, device, sliding_window, ext)
+        datalist = segment(inputs, bundle, output, recursive, device, sliding_window, ext, brain_crop)
         _print_volumes(Path(output), datalist)
 
     def list(self) -> None:

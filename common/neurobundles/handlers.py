@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 from ignite.engine import Engine, Events
 
-__all__ = ["DiceReport", "VolumeProgress"]
+from neurobundles.metrics import dice_per_class
+from neurobundles.outputs import TOTAL_BRAIN, atomic_write_text
+
+__all__ = ["CohortVolumes", "DiceReport", "VolumeProgress"]
 
 
 class VolumeProgress:
@@ -47,57 +54,107 @@ class VolumeProgress:
 
 
 class DiceReport:
-    """Write per-case and mean Dice per class (``dice.csv``, ``dice.json``) after an evaluation run.
+    """Dice per case and class from class-index predictions and labels; ``dice.csv`` and ``dice.json``.
 
-    Reads the per-image, per-class values MONAI's ``MeanDice`` handler keeps in
-    ``engine.state.metric_details`` (computed without background).
+    Computed with :func:`neurobundles.metrics.dice_per_class` (no one-hot volumes, so 104 classes at
+    256³ fit in memory). A class absent from both maps of a case has no Dice and is left out of
+    that case's mean; ``engine.state.metrics["mean_dice"]`` holds the mean over cases and classes.
 
     Args:
         output_dir: folder for the reports.
-        label_names: class index → name (a bundle's ``channel_def``).
-        metric: name of the ``MeanDice`` metric in the evaluator.
-        id_key: batch key naming each case.
+        label_names: class index → name (a bundle's ``channel_def``); class 0 is background and not scored.
+        pred_key, label_key: keys of the class-index maps in the evaluator's output.
+        id_key: key naming each case.
     """
 
-    def __init__(self, output_dir: str, label_names: dict, metric: str = "val_mean_dice", id_key: str = "id") -> None:
-        self.output_dir = output_dir
-        self.names = [name for index, name in sorted((int(k), v) for k, v in label_names.items()) if index != 0]
-        self.metric = metric
-        self.id_key = id_key
-        self.ids: list[str] = []
+    def __init__(
+        self, output_dir: str, label_names: dict, pred_key: str = "pred", label_key: str = "label", id_key: str = "id"
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.names = [name for _, name in sorted((int(k), v) for k, v in label_names.items())]
+        self.pred_key, self.label_key, self.id_key = pred_key, label_key, id_key
+        self.cases: dict[str, list[float]] = {}
         self.logger = logging.getLogger("neurobundles.evaluation")
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda _: self.ids.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect_ids)
+        engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._score)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
-    def _collect_ids(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        items = batch if isinstance(batch, list) else [batch]
-        self.ids.extend(str(item.get(self.id_key, len(self.ids))) for item in items)
+    def _score(self, engine: Engine) -> None:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        batches = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for item, batch in zip(outputs, batches):
+            scores = dice_per_class(item[self.pred_key], item[self.label_key], len(self.names))
+            self.cases[str(batch.get(self.id_key, len(self.cases)))] = scores[1:].tolist()
 
     def _write(self, engine: Engine) -> None:
-        from neurobundles.outputs import atomic_write_text
-
-        details = engine.state.metric_details[self.metric]
-        scores = [[float(v) for v in row] for row in details.reshape(len(self.ids), -1).cpu()]
-        per_class = {name: sum(r[i] for r in scores) / len(scores) for i, name in enumerate(self.names)}
+        table = np.array(list(self.cases.values()), dtype=np.float64).reshape(len(self.cases), -1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every case stay NaN
+            per_class = np.nanmean(table, axis=0)
+            per_case = np.nanmean(table, axis=1)
+        names = self.names[1:]
+        mean = float(np.nanmean(per_class))
+        engine.state.metrics["mean_dice"] = mean
         summary = {
             "metric": "dice",
-            "mean": sum(per_class.values()) / len(per_class),
-            "per_class": per_class,
-            "cases": {case: dict(zip(self.names, row)) for case, row in zip(self.ids, scores)},
+            "mean": mean,
+            "per_class": {n: _finite(v) for n, v in zip(names, per_class)},
+            "cases": {case: {n: _finite(v) for n, v in zip(names, row)} for case, row in zip(self.cases, table)},
         }
-        out = Path(self.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "dice.json", json.dumps(summary, indent=2) + "\n")
-        lines = ["id," + ",".join(self.names) + ",mean"]
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.output_dir / "dice.json", json.dumps(summary, indent=2) + "\n")
+        lines = ["id," + ",".join(names) + ",mean"]
         lines += [
-            f"{case}," + ",".join(f"{v:.4f}" for v in row) + f",{sum(row) / len(row):.4f}"
-            for case, row in zip(self.ids, scores)
+            f"{case}," + ",".join("" if np.isnan(v) else f"{v:.4f}" for v in row) + f",{mean_case:.4f}"
+            for case, row, mean_case in zip(self.cases, table, per_case)
         ]
-        atomic_write_text(out / "dice.csv", "\n".join(lines) + "\n")
-        self.logger.info(
-            "Dice per class: %s; mean %.4f", ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()), summary["mean"]
-        )
+        atomic_write_text(self.output_dir / "dice.csv", "\n".join(lines) + "\n")
+        shown = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, per_class) if not np.isnan(v))
+        self.logger.info("Dice per class: %s; mean %.4f", shown if len(names) <= 20 else f"{len(names)} classes", mean)
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+class CohortVolumes:
+    """Combine the subjects of a run into one table: ``volumes.csv``, subjects × structures (mm³).
+
+    Reads the rows ``SaveSegmentationd`` leaves in each output item (``volumes``, ``warnings``) and
+    rewrites the table atomically after every subject, so an interrupted run keeps what it finished.
+
+    Args:
+        output_dir: folder for the table.
+        filename: table file name.
+        id_key: key naming each subject.
+    """
+
+    def __init__(self, output_dir: str, filename: str = "volumes.csv", id_key: str = "id") -> None:
+        self.path = Path(output_dir) / filename
+        self.id_key = id_key
+        self.rows: dict[str, dict] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+
+    def _collect(self, engine: Engine) -> None:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        batches = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for item, batch in zip(outputs, batches):
+            if "volumes" not in item:
+                continue
+            subject = str(batch.get(self.id_key, len(self.rows)))
+            row = {volume["name"]: volume["volume_mm3"] for volume in item["volumes"]}
+            row["warnings"] = " | ".join(item.get("warnings", []))
+            self.rows[subject] = row
+        columns = list(dict.fromkeys(name for row in self.rows.values() for name in row if name != "warnings"))
+        columns.sort(key=lambda name: name != TOTAL_BRAIN)  # the total first, then structures in table order
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["id", *columns, "warnings"])
+        for subject, row in self.rows.items():
+            writer.writerow([subject, *(row.get(c, "") for c in columns), row["warnings"]])
+        atomic_write_text(self.path, buffer.getvalue())

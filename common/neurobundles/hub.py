@@ -277,12 +277,20 @@ def bundle_file(bundle_root: str | Path, path: str) -> Path:
     """Verified local path of a bundle file listed in its ``large_files.yml``.
 
     A copy already inside the bundle (as in a downloaded zip) is used when its hash matches;
-    otherwise the file comes from the cache, the mirror or its URL (see :func:`fetch`).
+    otherwise the file comes from the cache, the mirror or its URL (see :func:`fetch`). Files listed
+    with the same name but another extension (``x.json`` and ``x.bin``) are fetched together.
     """
     bundle_root = Path(bundle_root)
-    remote = bundle_remote_files(bundle_root).get(path)
-    if remote is None:
+    listed = bundle_remote_files(bundle_root)
+    if path not in listed:
         raise WeightsUnavailableError(f"{bundle_root / 'large_files.yml'}: lists no file {path!r}.")
+    companions = [p for p in listed if p != path and Path(p).with_suffix("") == Path(path).with_suffix("")]
+    for companion in companions:  # e.g. a TensorFlow.js model.json needs its model.bin beside it
+        _local_or_fetched(bundle_root, companion, listed[companion])
+    return _local_or_fetched(bundle_root, path, listed[path])
+
+
+def _local_or_fetched(bundle_root: Path, path: str, remote: RemoteFile) -> Path:
     local = bundle_root / path
     if local.is_file():
         if sha256sum(local) != remote.sha256:

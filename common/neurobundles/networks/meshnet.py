@@ -80,6 +80,16 @@ class MeshNet(nn.Module):
         blocks.append(Convolution(spatial_dims, previous, out_channels, kernel_size=1, bias=final_bias, conv_only=True))
         self.layers = nn.Sequential(*blocks)
 
+    @property
+    def features(self) -> nn.Sequential:
+        """The dilated blocks: everything before the pointwise classifier."""
+        return self.layers[:-1]
+
+    @property
+    def head(self) -> nn.Module:
+        """The final 1×1×1 convolution to class logits (pointwise, so it can run in chunks)."""
+        return self.layers[-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 

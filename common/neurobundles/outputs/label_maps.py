@@ -15,10 +15,24 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from neurobundles.atomic import atomic_save, atomic_write_text, ensure_writable_dir
+from neurobundles.labels import LabelTable
 
-__all__ = ["SaveSegmentationd", "image_stem", "label_volumes", "save_label_map", "volumes_csv"]
+__all__ = [
+    "PLAUSIBLE_BRAIN_CM3",
+    "TOTAL_BRAIN",
+    "SaveSegmentationd",
+    "brain_volume",
+    "image_stem",
+    "label_volumes",
+    "save_label_map",
+    "volumes_csv",
+]
 
 logger = logging.getLogger(__name__)
+
+TOTAL_BRAIN = "EstimatedTotalBrainVolume"
+PLAUSIBLE_BRAIN_CM3 = (800.0, 2200.0)
+"""Adult brain volumes outside this range mean the input is probably not a head T1 (or the model failed)."""
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".img", ".hdr", ".img.gz")
 
@@ -35,17 +49,21 @@ def image_stem(path: str | Path) -> str:
 def label_volumes(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> list[dict]:
     """One row per named non-background label: id, name, voxel count and volume in mm³."""
     voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
-    counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=max(names) + 1)
-    return [
-        {
-            "label": label,
-            "name": name,
-            "voxels": int(counts[label]),
-            "volume_mm3": round(float(counts[label]) * voxel_mm3, 3),
-        }
-        for label, name in sorted(names.items())
-        if label != 0
-    ]
+    values, counts = np.unique(labels.reshape(-1).astype(np.int64), return_counts=True)
+    found = dict(zip(values.tolist(), counts.tolist()))
+    rows = []
+    for label, name in sorted(names.items()):
+        if label != 0:
+            voxels = found.get(label, 0)
+            rows.append({"label": label, "name": name, "voxels": voxels, "volume_mm3": round(voxels * voxel_mm3, 3)})
+    return rows
+
+
+def brain_volume(rows: list[dict], brain_values: set[int]) -> dict:
+    """The ``EstimatedTotalBrainVolume`` row: sum over brain labels (no CSF or ventricles)."""
+    voxels = sum(row["voxels"] for row in rows if row["label"] in brain_values)
+    volume = sum(row["volume_mm3"] for row in rows if row["label"] in brain_values)
+    return {"label": "", "name": TOTAL_BRAIN, "voxels": voxels, "volume_mm3": round(volume, 3)}
 
 
 def volumes_csv(rows: list[dict]) -> str:
@@ -95,33 +113,41 @@ class SaveSegmentationd(MapTransform):
 
     The prediction must already be back in the input's grid (after ``Invertd``); its source file is
     read from the tensor's ``filename_or_obj`` meta, and ``id_key`` in the data (if present) names
-    the outputs, else the source file's stem.
+    the outputs, else the source file's stem. The volume table ends with an
+    ``EstimatedTotalBrainVolume`` row; a total outside ``plausible_brain_cm3`` is logged as a warning
+    (a CT, a non-brain image or a failed segmentation) and kept in ``data["warnings"]``.
+    The rows are also left in ``data["volumes"]`` for cohort tables.
 
     Args:
         keys: prediction key(s), one label channel each.
         output_dir: folder for the outputs (created; must be writable).
-        label_names: label value → name (a bundle's ``channel_def``); sets the rows of the table.
+        table: the bundle's :class:`~neurobundles.labels.LabelTable` (names, brain labels).
         output_postfix: appended to the id.
         output_ext: ``.nii.gz`` (default), ``.nii`` or ``.mgz``.
         id_key: data key holding a unique name per input.
+        plausible_brain_cm3: (low, high) brain volume outside which the run warns.
     """
 
     def __init__(
         self,
         keys: KeysCollection,
         output_dir: str | Path,
-        label_names: Mapping[str | int, str],
+        table: LabelTable,
         output_postfix: str = "seg",
         output_ext: str = ".nii.gz",
         id_key: str = "id",
+        plausible_brain_cm3: tuple[float, float] = PLAUSIBLE_BRAIN_CM3,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
-        self.label_names = {int(k): str(v) for k, v in label_names.items()}
+        self.table = table
+        self.names = table.names()
+        self.brain_values = table.brain_values()
         self.output_postfix = output_postfix
         self.output_ext = output_ext if output_ext.startswith(".") else f".{output_ext}"
         self.id_key = id_key
+        self.plausible_brain_cm3 = plausible_brain_cm3
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -132,10 +158,23 @@ class SaveSegmentationd(MapTransform):
             ident = str(d.get(self.id_key) or image_stem(source))
             labels = np.asarray(prediction.detach().cpu())[0]
             reference = nib.load(str(source))
-            path = save_label_map(
-                labels, reference, self.output_dir / f"{ident}_{self.output_postfix}{self.output_ext}"
-            )
-            rows = label_volumes(labels, reference.affine, self.label_names)
-            atomic_write_text(self.output_dir / f"{ident}_volumes.csv", volumes_csv(rows))
+            target = self.output_dir / f"{ident}_{self.output_postfix}{self.output_ext}"
+            path = save_label_map(labels, reference, target)
+            rows = label_volumes(labels, reference.affine, self.names)
+            total = brain_volume(rows, self.brain_values)
+            atomic_write_text(self.output_dir / f"{ident}_volumes.csv", volumes_csv([*rows, total]))
+            d["volumes"] = [*rows, total]
+            d["warnings"] = self._check_brain_volume(source, total["volume_mm3"] / 1000.0)
             logger.info("%s → %s", source, path)
         return d
+
+    def _check_brain_volume(self, source: str, cm3: float) -> list[str]:
+        low, high = self.plausible_brain_cm3
+        if low <= cm3 <= high:
+            return []
+        message = (
+            f"{source}: estimated brain volume {cm3:.0f} cm³ is outside the plausible {low:.0f}–{high:.0f} cm³; "
+            "check that the input is a T1-weighted head MRI and look at the QC picture"
+        )
+        logger.warning(message)
+        return [message]

@@ -1,4 +1,5 @@
 from .conform import Conform, Conformd, conform_affine
+from .hemispheres import ClassesToLabels, ClassesToLabelsd, left_hemisphere_mask
 from .intensity import ConformIntensity, ConformIntensityd, robust_range
 from .io import LoadVolume, LoadVolumed, check_volume
 from .labels import ArgMax, ArgMaxd, MapLabels, MapLabelsd
@@ -6,6 +7,8 @@ from .labels import ArgMax, ArgMaxd, MapLabels, MapLabelsd
 __all__ = [
     "ArgMax",
     "ArgMaxd",
+    "ClassesToLabels",
+    "ClassesToLabelsd",
     "Conform",
     "ConformIntensity",
     "ConformIntensityd",
@@ -16,5 +19,6 @@ __all__ = [
     "MapLabelsd",
     "check_volume",
     "conform_affine",
+    "left_hemisphere_mask",
     "robust_range",
 ]

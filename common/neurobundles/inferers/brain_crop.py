@@ -1,0 +1,65 @@
+"""Segment only the brain's bounding box, found by a brain-extraction network run first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from torch import nn
+
+from .full_volume import FullVolumeInferer
+
+__all__ = ["BrainCropInferer", "brain_box"]
+
+
+def brain_box(mask: torch.Tensor, margin: int) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of a 3D boolean ``mask`` grown by ``margin`` voxels, or None if empty."""
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = torch.nonzero(mask.any(dim=other[1]).any(dim=other[0]))
+        if present.numel() == 0:
+            return None
+        low, high = int(present.min()), int(present.max()) + 1
+        box.append(slice(max(low - margin, 0), min(high + margin, mask.shape[axis])))
+    return tuple(box)
+
+
+class BrainCropInferer(Inferer):
+    """Run ``mask_network`` on the whole volume, then the bundle's network on the brain's box only.
+
+    The segmentation outside the box is background. MeshNet is fully convolutional, so the crop is
+    exact away from its borders; ``margin`` keeps the borders in non-brain tissue. Returns class
+    indices (``B×1×…``) like ``FullVolumeInferer(argmax=True)``.
+
+    Args:
+        mask_network: brain-extraction network whose class 1 is brain (e.g. ``meshnet_hcp_brainmask``'s),
+            fed the same preprocessed image.
+        margin: voxels added around the brain's bounding box.
+        inferer: runs both networks; default :class:`FullVolumeInferer` with ``argmax=True``.
+    """
+
+    def __init__(self, mask_network: nn.Module, margin: int = 8, inferer: Inferer | None = None) -> None:
+        super().__init__()
+        self.mask_network = mask_network.eval()
+        self.margin = margin
+        self.inferer = inferer or FullVolumeInferer(argmax=True)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        brain = self.inferer(inputs, self.mask_network) > 0
+        values = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        out = torch.zeros((values.shape[0], 1, *values.shape[2:]), dtype=torch.float32, device=values.device)
+        for item in range(values.shape[0]):
+            box = brain_box(brain[item, 0], self.margin)
+            if box is None:
+                continue
+            crop = values[item : item + 1, :, box[0], box[1], box[2]]
+            labels = self.inferer(crop, network, *args, **kwargs)
+            if labels.shape[1] != 1:
+                raise ValueError("BrainCropInferer needs an inner inferer that returns class indices (argmax=True).")
+            out[item, :, box[0], box[1], box[2]] = labels[0]
+        if isinstance(inputs, MetaTensor):
+            return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
+        return out
