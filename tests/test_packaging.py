@@ -26,6 +26,7 @@ from monai.bundle.scripts import _get_git_release_url
 
 from conftest import REPO
 from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, run_workflow
+from neurobundles.cli import main
 from neurobundles.networks import load_pretrained
 from neurobundles.packaging import package, release_url, sha1sum
 
@@ -158,3 +159,19 @@ def test_downloaded_bundle_runs_offline_without_this_repository(release, server,
     ours = np.asarray(nib.load(str(written)).dataobj)
     reference = np.asarray(nib.load(str(tmp_path / "repo" / "t1_crop_seg.nii.gz")).dataobj)
     assert (ours == reference).mean() >= 0.9999
+
+
+def test_export_command_writes_a_copy_monailabel_can_serve(tmp_path, capsys, shared_data):
+    bundle = BUNDLES[0]
+    assert main(["export", bundle, str(tmp_path)]) == 0
+    copy = tmp_path / bundle
+    assert capsys.readouterr().out.strip() == str(copy)
+    assert (copy / "configs" / "inference.json").is_file() and (copy / "configs" / "metadata.json").is_file()
+    network_def = bundle_parser(copy).get_parsed_content("network_def")
+    network_def.load_state_dict(torch.load(copy / "models" / "model.pt", weights_only=True), strict=True)
+
+
+def test_package_command_without_a_url_says_what_to_give(tmp_path, capsys):
+    assert main(["package", BUNDLES[0], "--output", str(tmp_path)]) == 1
+    assert "repo='OWNER/REPO/TAG'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
