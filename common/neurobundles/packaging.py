@@ -10,7 +10,6 @@ records the zip's sha1 and URL in the index.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -23,7 +22,7 @@ import torch
 
 from neurobundles.atomic import atomic_path, atomic_write_text
 from neurobundles.bundles import bundle_parser, bundle_path
-from neurobundles.hub import bundle_file, bundle_remote_files
+from neurobundles.hub import bundle_file, bundle_remote_files, file_hash
 
 __all__ = [
     "CHECKPOINT",
@@ -47,11 +46,8 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same bundle always zips to th
 
 
 def sha1sum(path: str | Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The zip checksum ``model_info.json`` records (as the MONAI Model Zoo's index does)."""
+    return file_hash(path, "sha1")
 
 
 def _source_files(root: Path) -> list[Path]:
