@@ -10,15 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 __all__ = [
     "bundle_names",
+    "bundle_parser",
     "bundle_path",
     "bundle_root",
     "bundles_dir",
     "config_files",
     "create_workflow",
+    "label_names",
     "load_metadata",
     "load_network",
     "run_workflow",
@@ -88,6 +90,27 @@ def load_metadata(name: str | Path) -> dict[str, Any]:
     return json.loads((bundle_path(name) / "configs" / "metadata.json").read_text())
 
 
+def label_names(name: str | Path) -> dict[str, str]:
+    """The prediction's ``channel_def`` from a bundle's metadata: label value → name.
+
+    Configs call this instead of referencing ``@_meta_#...``, because MONAI Label parses a bundle's
+    ``inference.json`` without its metadata.
+    """
+    return dict(load_metadata(name)["network_data_format"]["outputs"]["pred"]["channel_def"])
+
+
+def bundle_parser(name: str | Path, config: str = "inference", **override: Any) -> ConfigParser:
+    """A parser of one bundle config with its metadata, ``bundle_root`` set to the bundle (no argv guessing)."""
+    root = bundle_path(name)
+    parser = ConfigParser()
+    parser.read_config(config_files(root, config)[0])
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(root)
+    for key, value in override.items():
+        parser[key] = value
+    return parser
+
+
 def config_files(name: str | Path, config: str | Sequence[str] = "inference") -> list[str]:
     """Config file paths of a bundle; several are layered in order (``["inference", "evaluate"]``)."""
     root = bundle_path(name)
@@ -116,13 +139,7 @@ def create_workflow(
 
 def load_network(name: str | Path, device: str | Any = "cpu") -> Any:
     """A bundle's ``network`` with its weights, e.g. the brain-extraction network for another bundle's crop step."""
-    from monai.bundle import ConfigParser
-
-    root = bundle_path(name)
-    parser = ConfigParser()
-    parser.read_meta(str(root / "configs" / "metadata.json"))
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(root), "device": f"$torch.device({str(device)!r})"})
+    parser = bundle_parser(name, device=f"$torch.device({str(device)!r})")
     return parser.get_parsed_content("network").eval()
 
 

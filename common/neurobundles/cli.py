@@ -1,4 +1,4 @@
-"""Command line: ``neurobundles segment | list | demo`` (thin; the bundles do the work)."""
+"""Command line: ``neurobundles segment | list | demo | check | export | package`` (thin; the bundles do the work)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fire
 
-from neurobundles import bundles, hub
+from neurobundles import bundles, conformance, hub, packaging
 from neurobundles.data import image_datalist
 from neurobundles.errors import InvalidImageError, OutputNotWritableError, WeightsUnavailableError
 from neurobundles.outputs import ensure_writable_dir
@@ -136,6 +136,58 @@ class Commands:
         except WeightsUnavailableError as error:
             raise UserError(str(error)) from error
         self.segment(str(sample), bundle=bundle, output=output)
+
+    def check(self, *names: str) -> None:
+        """Run the Model Zoo and MONAI Label conformance checks on bundles (default: all).
+
+        Args:
+            names: bundle names or folders.
+        """
+        failed = []
+        for name in names or bundles.bundle_names():
+            for check, problem in conformance.check_bundle(name).items():
+                print(f"{'FAIL' if problem else 'ok  '}  {name}  {check}" + (f": {problem}" if problem else ""))
+                if problem:
+                    failed.append(f"{name} {check}")
+        if failed:
+            raise UserError(f"{len(failed)} check(s) failed: {', '.join(failed)}.")
+
+    def export(self, name: str, dest: str) -> None:
+        """Write a self-contained copy of a bundle to DEST/NAME: weights fetched and verified, plus models/model.pt.
+
+        This is the folder MONAI Label serves (DEST = <app>/model) and the content of a release zip.
+
+        Args:
+            name: bundle name or folder.
+            dest: folder to write the copy into.
+        """
+        try:
+            print(packaging.export_bundle(name, dest))
+        except (WeightsUnavailableError, ValueError) as error:
+            raise UserError(str(error)) from error
+
+    def package(
+        self,
+        *names: str,
+        output: str = "dist",
+        repo: str | None = None,
+        base_url: str | None = None,
+        index: str | None = None,
+    ) -> None:
+        """Zip bundles as OUTPUT/NAME_v<version>.zip and record sha1 and URL in a model_info.json index.
+
+        Args:
+            names: bundle names or folders (default: all).
+            output: release folder for the zips; the index defaults to OUTPUT/models/model_info.json.
+            repo: OWNER/REPO/TAG of the GitHub release the zips will be uploaded to.
+            base_url: or any URL the zips will be served from.
+            index: model_info.json to update instead (the repository's models/model_info.json).
+        """
+        for name in names or bundles.bundle_names():
+            try:
+                print(packaging.package(name, output, repo=repo, base_url=base_url, index=index))
+            except (WeightsUnavailableError, ValueError) as error:
+                raise UserError(str(error)) from error
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "fetch",
     "fetch_sample",
     "fetch_subjects",
+    "file_hash",
     "is_cached",
     "sha256sum",
 ]
@@ -145,12 +146,17 @@ def data_dir() -> Path | None:
     return beside_checkout if beside_checkout.is_dir() else None
 
 
-def sha256sum(path: str | Path) -> str:
-    digest = hashlib.sha256()
+def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in blocks (weights and zips can be large)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256sum(path: str | Path) -> str:
+    return file_hash(path, "sha256")
 
 
 def _publish(target: Path, sha256: str, origin: str, write: Callable[[BinaryIO], None]) -> None:

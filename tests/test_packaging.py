@@ -1,0 +1,177 @@
+"""Release zips and the model_info.json index, downloaded with monai.bundle from a local server and run offline."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from monai.bundle import download
+from monai.bundle.scripts import _get_git_release_url
+
+from conftest import REPO
+from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, run_workflow
+from neurobundles.cli import main
+from neurobundles.networks import load_pretrained
+from neurobundles.packaging import package, release_url, sha1sum
+
+BUNDLES = bundle_names()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """A static web server on 127.0.0.1 over an empty release folder: (folder, base URL)."""
+    folder = tmp_path_factory.mktemp("release")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def release(server, shared_data) -> dict[str, Path]:
+    """Every bundle packaged into the served release folder."""
+    folder, base_url = server
+    return {name: package(name, folder, base_url=base_url) for name in BUNDLES}
+
+
+def _version(name: str) -> str:
+    return load_metadata(name)["version"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_zip_is_named_with_the_version_and_has_one_top_level_folder(release, bundle):
+    assert release[bundle].name == f"{bundle}_v{_version(bundle)}.zip"
+    with zipfile.ZipFile(release[bundle]) as archive:
+        names = archive.namelist()
+    assert {name.split("/")[0] for name in names} == {bundle}
+    assert f"{bundle}/configs/metadata.json" in names and f"{bundle}/configs/inference.json" in names
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_zip_keeps_large_files_yml_and_holds_each_listed_file_verified(release, bundle):
+    listing = bundle_path(bundle) / "large_files.yml"
+    with zipfile.ZipFile(release[bundle]) as archive:
+        assert archive.read(f"{bundle}/large_files.yml") == listing.read_bytes()
+        for entry in yaml.safe_load(listing.read_text())["large_files"]:
+            content = archive.read(f"{bundle}/{entry['path']}")
+            assert hashlib.sha256(content).hexdigest() == entry["hash_val"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_model_pt_is_a_state_dict_of_network_def_with_the_published_weights(release, bundle, tmp_path):
+    with zipfile.ZipFile(release[bundle]) as archive:
+        archive.extractall(tmp_path)
+    state = torch.load(tmp_path / bundle / "models" / "model.pt", weights_only=True)
+    parser = bundle_parser(bundle)
+    network_def = parser.get_parsed_content("network_def")
+    network_def.load_state_dict(state, strict=True)
+    published = bundle_parser(bundle, device="$torch.device('cpu')").get_parsed_content("network").state_dict()
+    assert state.keys() == published.keys()
+    assert all(torch.equal(state[key], published[key]) for key in state)
+    assert load_pretrained(parser.get_parsed_content("network_def"), tmp_path / bundle / "models" / "model.pt")
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_index_records_the_sha1_and_url_of_each_zip(release, server, bundle):
+    folder, base_url = server
+    index = json.loads((folder / "models" / "model_info.json").read_text())
+    key = f"{bundle}_v{_version(bundle)}"
+    assert index[key] == {"checksum": sha1sum(release[bundle]), "source": f"{base_url}/{key}.zip"}
+
+
+def test_packaging_again_gives_the_same_bytes(release, tmp_path):
+    bundle = BUNDLES[0]
+    again = package(bundle, tmp_path, base_url="http://127.0.0.1:9")
+    assert sha1sum(again) == sha1sum(release[bundle])
+
+
+def test_a_changed_bundle_under_a_published_version_is_refused(release, server, tmp_path):
+    folder, base_url = server
+    bundle = BUNDLES[0]
+    changed = tmp_path / bundle
+    shutil.copytree(bundle_path(bundle), changed, ignore=shutil.ignore_patterns("models", "eval"))
+    (changed / "docs" / "README.md").write_text("changed\n")
+    published = release[bundle].read_bytes()
+    with pytest.raises(ValueError, match=r"already published with sha1 .* Bump the bundle's version"):
+        package(changed, folder, base_url=base_url)
+    assert release[bundle].read_bytes() == published
+
+
+def test_github_release_url_is_where_monai_bundle_download_looks():
+    filename = "meshnet_hcp_tissue_v0.1.0.zip"
+    assert release_url(filename, repo="owner/repo/v1") == _get_git_release_url("owner", "repo", "v1", filename)
+
+
+def test_packaging_without_a_url_says_what_to_give():
+    with pytest.raises(ValueError, match=r"repo='OWNER/REPO/TAG' .* or base_url"):
+        release_url("x_v0.1.0.zip")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_downloaded_bundle_runs_offline_without_this_repository(release, server, bundle, tmp_path, t1_crop):
+    _, base_url = server
+    with urllib.request.urlopen(f"{base_url}/models/model_info.json", timeout=30) as response:
+        entry = json.load(response)[f"{bundle}_v{_version(bundle)}"]
+    downloads = tmp_path / "downloads"
+    download(name=bundle, url=entry["source"], bundle_dir=str(downloads), progress=False)
+    assert sha1sum(downloads / f"{bundle}.zip") == entry["checksum"]
+
+    inputs, empty, home = tmp_path / "in", tmp_path / "empty", tmp_path / "home"
+    for folder in (inputs, empty, home):
+        folder.mkdir()
+    (inputs / "t1_crop.nii.gz").symlink_to(t1_crop)
+    env = os.environ | {
+        "PYTHONPATH": str(REPO / "common"),  # the package only: no bundles, no mirror, an empty cache
+        "NEUROBUNDLES_BUNDLES": str(empty),
+        "NEUROBUNDLES_DATA": str(empty),
+        "NEUROBUNDLES_HOME": str(home),
+    }
+    config = downloads / bundle / "configs" / "inference.json"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir", str(inputs)]
+    subprocess.run(command, cwd=tmp_path, env=env, check=True)
+
+    written = downloads / bundle / "eval" / "t1_crop_seg.nii.gz"  # output_dir defaults to bundle_root/eval
+    assert written.is_file(), "bundle_root did not resolve to the downloaded copy"
+    assert not any(p.is_file() for p in home.rglob("*")), "weights were fetched instead of read from the zip"
+    run_workflow(bundle, datalist=[{"image": str(t1_crop), "id": "t1_crop"}], output_dir=str(tmp_path / "repo"))
+    ours = np.asarray(nib.load(str(written)).dataobj)
+    reference = np.asarray(nib.load(str(tmp_path / "repo" / "t1_crop_seg.nii.gz")).dataobj)
+    assert (ours == reference).mean() >= 0.9999
+
+
+def test_export_command_writes_a_copy_monailabel_can_serve(tmp_path, capsys, shared_data):
+    bundle = BUNDLES[0]
+    assert main(["export", bundle, str(tmp_path)]) == 0
+    copy = tmp_path / bundle
+    assert capsys.readouterr().out.strip() == str(copy)
+    assert (copy / "configs" / "inference.json").is_file() and (copy / "configs" / "metadata.json").is_file()
+    network_def = bundle_parser(copy).get_parsed_content("network_def")
+    network_def.load_state_dict(torch.load(copy / "models" / "model.pt", weights_only=True), strict=True)
+
+
+def test_package_command_without_a_url_says_what_to_give(tmp_path, capsys):
+    assert main(["package", BUNDLES[0], "--output", str(tmp_path)]) == 1
+    assert "repo='OWNER/REPO/TAG'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
