@@ -29,8 +29,8 @@ def test_tfjs_manifest_form_equals_safetensors(shared_data):
 
 def test_tfjs_only_models_build_from_their_topology(shared_data):
     net = meshnet_from_brainchop(shared_data / "brainchop" / "model30chan18cls" / "model.json")
-    assert net.layers[-1].conv.out_channels == 18
-    assert type(net.layers[0].adn.A).__name__ == "ELU"
+    assert net.head.conv.out_channels == 18
+    assert type(net.features[0].adn.A).__name__ == "ELU"
 
 
 def test_mindgrab_placeholders_resolve_to_groupnorm_gelu(shared_data):

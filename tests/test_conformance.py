@@ -120,9 +120,17 @@ def test_channel_def_shorter_than_num_channels_fails_labels_check(tmp_path):
 
 
 def test_label_table_not_matching_channel_def_fails_labels_check(tmp_path):
-    swapped = {"0": "background", "1": "grey matter", "2": "white matter"}
+    swapped = {"0": "background", "1": "Grey-Matter", "2": "White-Matter"}
     root = _broken(tmp_path, "swapped", lambda _, config: config.update(label_names=swapped))
-    with pytest.raises(conformance.BundleCheckError, match=r"1: 'grey matter' vs 'white matter'"):
+    with pytest.raises(conformance.BundleCheckError, match=r"1: 'Grey-Matter' vs 'White-Matter'"):
+        conformance.check_labels(root)
+
+
+def test_colour_table_missing_a_class_fails_labels_check(tmp_path):
+    root = _broken(tmp_path, "short_lut", lambda _, config: None)
+    lut = root / "configs" / "labels.txt"
+    lut.write_text("\n".join(line for line in lut.read_text().splitlines() if not line.startswith("2 ")) + "\n")
+    with pytest.raises(conformance.BundleCheckError, match=r"labels\.txt.*lists \[0, 1\].*writes \[0, 1, 2\]"):
         conformance.check_labels(root)
 
 

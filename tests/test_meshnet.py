@@ -31,7 +31,7 @@ def test_norm_and_dropout_are_built_in_order():
     net = MeshNet(
         channels=4, dilations=(1, 2), act="gelu", norm=("group", {"num_groups": 4, "affine": False}), dropout=0.1
     )
-    block = net.layers[0]
+    block = net.features[0]
     kinds = [type(m).__name__ for m in block.adn.children()]
     assert kinds == ["GroupNorm", "GELU", "Dropout"]
 

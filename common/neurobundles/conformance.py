@@ -131,11 +131,16 @@ def _network_outputs(network: torch.nn.Module, in_channels: int, shape: Sequence
         return network(torch.rand(1, in_channels, *shape, generator=torch.Generator().manual_seed(0)))
 
 
-def check_labels(bundle: str | Path) -> None:
-    """Label names agree: metadata ``channel_def``, ``num_channels``, the label table and the network's outputs.
+def _root_cause(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)
 
-    The label table is the inference config's ``label_names``: the names written into every
-    ``<id>_volumes.csv`` and shown by ``neurobundles list``.
+
+def check_labels(bundle: str | Path) -> None:
+    """Label names agree: metadata ``channel_def``, ``num_channels``, the config's ``label_names``, the
+    colour table ``configs/labels.txt`` (every class resolves, and it lists exactly the values written)
+    and the network's outputs.
     """
     root, meta_file, config_file = _files(bundle)
     pred = _pred_format(root)
@@ -162,6 +167,18 @@ def check_labels(bundle: str | Path) -> None:
             "labels",
             f"label_names in {config_file} differs from channel_def in {meta_file} at "
             + ", ".join(f"{k}: {table_name!r} vs {meta_name!r}" for k, (meta_name, table_name) in differ.items()),
+        )
+    try:
+        label_table = parser.get_parsed_content("label_table")
+    except Exception as error:  # the table names the class it cannot resolve
+        raise BundleCheckError(root.name, "labels", f"label_table in {config_file}: {_root_cause(error)}") from error
+    written = sorted({value for values in label_table.class_values for value in values})
+    if written != sorted(label_table.entries):
+        raise BundleCheckError(
+            root.name,
+            "labels",
+            f"{label_table.lut_path} lists {sorted(label_table.entries)} but the bundle writes {written}; "
+            "list exactly the label values the bundle writes.",
         )
     in_channels = int(json.loads(meta_file.read_text())["network_data_format"]["inputs"]["image"]["num_channels"])
     outputs = _network_outputs(parser.get_parsed_content("network_def"), in_channels, SMALL_SHAPE)

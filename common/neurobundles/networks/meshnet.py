@@ -18,8 +18,8 @@ __all__ = ["MeshNet", "receptive_field"]
 class MeshNet(nn.Module):
     """Dilated fully convolutional network with one block per dilation.
 
-    Each block is ``conv(k, dilation d, padding d·(k-1)/2) → [norm] → act → [dropout]`` and a final
-    1×1×1 convolution maps to ``out_channels`` logits.
+    Each block is ``conv(k, dilation d, padding d·(k-1)/2) → [norm] → act → [dropout]`` (``features``)
+    and a final 1×1×1 convolution (``head``) maps to ``out_channels`` logits.
 
     Args:
         spatial_dims: number of spatial dimensions (3 for volumes).
@@ -77,21 +77,13 @@ class MeshNet(nn.Module):
                 )
             )
             previous = width
-        blocks.append(Convolution(spatial_dims, previous, out_channels, kernel_size=1, bias=final_bias, conv_only=True))
-        self.layers = nn.Sequential(*blocks)
-
-    @property
-    def features(self) -> nn.Sequential:
-        """The dilated blocks: everything before the pointwise classifier."""
-        return self.layers[:-1]
-
-    @property
-    def head(self) -> nn.Module:
+        self.features = nn.Sequential(*blocks)
+        """The dilated blocks: everything before the classifier."""
+        self.head = Convolution(spatial_dims, previous, out_channels, kernel_size=1, bias=final_bias, conv_only=True)
         """The final 1×1×1 convolution to class logits (pointwise, so it can run in chunks)."""
-        return self.layers[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return self.head(self.features(x))
 
 
 def receptive_field(dilations: Sequence[int], kernel_size: int = 3) -> int:
