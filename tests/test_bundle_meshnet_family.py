@@ -44,7 +44,9 @@ def test_bundle_equals_the_published_pipeline_on_t1_crop(tmp_path, shared_data, 
     classes = MapLabels(_table(bundle, space).freesurfer_to_class())(written) if space == "freesurfer" else written
     weights = shared_data / "brainchop" / model / "model.pth"
     reference = reference_segmentation(t1_crop, weights, dilations, activation, group_norm)
-    assert (classes == reference).mean() >= 0.999
+    agreement = (classes == reference).mean()
+    print(f"{bundle}: agrees with the published pipeline in {agreement:.6%} of voxels")
+    assert agreement >= 0.999
 
     rows = list(csv.DictReader((tmp_path / "t1_volumes.csv").open()))
     voxel_mm3 = abs(np.linalg.det(nib.load(str(tmp_path / "t1_seg.nii.gz")).affine[:3, :3]))

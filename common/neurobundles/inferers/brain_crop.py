@@ -38,13 +38,18 @@ class BrainCropInferer(Inferer):
         mask_network: brain-extraction network whose class 1 is brain (e.g. ``meshnet_hcp_brainmask``'s),
             fed the same preprocessed image.
         margin: voxels added around the brain's bounding box.
+        mask_outside: also set every voxel outside the brain mask to background, which removes labels
+            a model puts on scalp or skull (brainchop's web app does this for some models).
         inferer: runs both networks; default :class:`FullVolumeInferer` with ``argmax=True``.
     """
 
-    def __init__(self, mask_network: nn.Module, margin: int = 8, inferer: Inferer | None = None) -> None:
+    def __init__(
+        self, mask_network: nn.Module, margin: int = 8, mask_outside: bool = False, inferer: Inferer | None = None
+    ) -> None:
         super().__init__()
         self.mask_network = mask_network.eval()
         self.margin = margin
+        self.mask_outside = mask_outside
         self.inferer = inferer or FullVolumeInferer(argmax=True)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -60,6 +65,8 @@ class BrainCropInferer(Inferer):
             if labels.shape[1] != 1:
                 raise ValueError("BrainCropInferer needs an inner inferer that returns class indices (argmax=True).")
             out[item, :, box[0], box[1], box[2]] = labels[0]
+        if self.mask_outside:
+            out[~brain] = 0
         if isinstance(inputs, MetaTensor):
             return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
         return out
