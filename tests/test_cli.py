@@ -13,6 +13,8 @@ def test_list_shows_bundles_labels_and_cache_state(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "meshnet_hcp_tissue" in out and "1 White-Matter, 2 Grey-Matter" in out
+    for name in ("meshnet_hcp_aparc104", "meshnet_hcp_dkt50", "meshnet_hcp_subcortical", "meshnet_hcp_brainmask"):
+        assert name in out
     assert "weights not cached" in out or "weights cached" in out
 
 

@@ -54,6 +54,43 @@ def _naive_forward(network: torch.nn.Module) -> Callable[[torch.Tensor], torch.T
     return forward
 
 
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {
+        "channels-last fp32": {"channels_last": True, "amp": False},
+        "channels-last bf16 autocast": {"channels_last": True, "amp": True, "amp_dtype": "bfloat16"},
+    },
+    "cuda": {
+        "fp32": {"channels_last": False, "amp": False},
+        "fp16 autocast": {"channels_last": False, "amp": True, "amp_dtype": "float16"},
+        "bf16 autocast": {"channels_last": False, "amp": True, "amp_dtype": "bfloat16"},
+        "channels-last fp16 autocast": {"channels_last": True, "amp": True, "amp_dtype": "float16"},
+    },
+}
+"""Forward-pass variants timed against the naive baseline on each device (same input, same run)."""
+
+
+def _variants(network: torch.nn.Module, batch: torch.Tensor, baseline: torch.Tensor, repeats: int) -> dict[str, dict]:
+    """Seconds, speed-up over the naive forward and label agreement with it, for each device variant."""
+    from neurobundles.inferers import FullVolumeInferer
+
+    results = {}
+    for name, settings in VARIANTS[batch.device.type].items():
+        inferer = FullVolumeInferer(argmax=True, **settings)
+        seconds, labels = _median_seconds(lambda i=inferer: i(batch, network), batch.device, repeats)
+        results[name] = {"seconds": seconds, "agreement": float((labels == baseline).float().mean())}
+    network.to(memory_format=torch.contiguous_format)
+    return results
+
+
+def _peak_memory_gb(device: torch.device) -> dict[str, float]:
+    import resource
+
+    peak = {"host_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        peak["gpu_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return peak
+
+
 def benchmark(bundle: str, image: str | None = None, device: str | None = None, repeats: int = 3) -> dict[str, Any]:
     """Time each stage of ``bundle``'s inference config on one image; returns a JSON-able report."""
     image_path = Path(image) if image else hub.fetch_sample("t1_crop")
@@ -78,7 +115,12 @@ def benchmark(bundle: str, image: str | None = None, device: str | None = None, 
 
         with torch.no_grad():
             naive = _naive_forward(network)
-            baseline_forward, _ = _median_seconds(lambda: naive(batch.as_tensor()), target, repeats)
+            baseline_forward, baseline_labels = _median_seconds(lambda: naive(batch.as_tensor()), target, repeats)
+            variants = _variants(network, batch.as_tensor(), baseline_labels.float(), repeats)
+            for values in variants.values():
+                values["speedup"] = baseline_forward / values["seconds"]
+            if target.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(target)
             forward, logits = _median_seconds(lambda: inferer(batch, network), target, repeats)
         stages.append(("forward (+ argmax)", forward))
         result: Any = {**data, "pred": logits[0].cpu()}
@@ -103,7 +145,42 @@ def benchmark(bundle: str, image: str | None = None, device: str | None = None, 
         "end_to_end_s": end_to_end,
         "baseline_end_to_end_s": baseline_end_to_end,
         "end_to_end_speedup": baseline_end_to_end / end_to_end,
+        "variants": variants,
+        "peak_memory": _peak_memory_gb(target),
     }
+
+
+LOADERS = {
+    "DataLoader (load, then compute)": {"_target_": "DataLoader", "num_workers": 0},
+    "ThreadDataLoader (load next while computing)": {
+        "_target_": "ThreadDataLoader",
+        "num_workers": 0,
+        "buffer_size": 1,
+    },
+}
+"""Cohort loaders compared by :func:`cohort_throughput`."""
+
+
+def cohort_throughput(
+    bundle: str, volumes: int, image: str | None = None, device: str | None = None
+) -> dict[str, float]:
+    """Volumes per second for a folder of ``volumes`` copies of one image, per data loader."""
+    source = Path(image) if image else hub.fetch_sample("t1_crop")
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "inputs"
+        inputs.mkdir()
+        for index in range(volumes):
+            (inputs / f"subject{index:03d}{''.join(source.suffixes)}").symlink_to(source.resolve())
+        for name, loader in LOADERS.items():
+            override: dict[str, Any] = {"dataset_dir": str(inputs), "output_dir": str(Path(folder) / "out")}
+            override.update({f"dataloader#{key}": value for key, value in loader.items()})
+            if device:
+                override["device"] = f"$torch.device({device!r})"
+            start = time.perf_counter()
+            bundles.run_workflow(bundle, "inference", **override)
+            results[name] = volumes / (time.perf_counter() - start)
+    return results
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -120,7 +197,15 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['forward_speedup']:>9.2f}×",
         f"{'  end to end':<26}{report['baseline_end_to_end_s']:>22.3f}{report['end_to_end_s']:>10.3f}"
         f"{report['end_to_end_speedup']:>9.2f}×",
+        "",
+        f"{'forward variants':<32}{'seconds':>10}{'speed-up':>10}{'labels = naive':>16}",
     ]
+    for name, values in report["variants"].items():
+        lines.append(f"  {name:<30}{values['seconds']:>10.3f}{values['speedup']:>9.2f}×{values['agreement']:>15.4%}")
+    lines.append("peak memory: " + ", ".join(f"{k} {v:.2f}" for k, v in report["peak_memory"].items()))
+    if "cohort_volumes_per_s" in report:
+        lines.append(f"cohort of {report['cohort_volumes']} volumes:")
+        lines += [f"  {name:<46}{rate:>8.3f} volumes/s" for name, rate in report["cohort_volumes_per_s"].items()]
     return "\n".join(lines)
 
 
@@ -130,9 +215,14 @@ def main(
     device: str | None = None,
     repeats: int = 3,
     json_out: str | None = None,
+    cohort: int = 0,
 ) -> None:
-    """Print stage timings and speed-ups; ``--json_out FILE`` also saves the raw report."""
+    """Print stage timings and speed-ups; ``--cohort N`` adds volumes/s over N volumes per data loader;
+    ``--json_out FILE`` also saves the raw report."""
     report = benchmark(bundle, image, device, repeats)
+    if cohort:
+        report["cohort_volumes"] = cohort
+        report["cohort_volumes_per_s"] = cohort_throughput(bundle, cohort, image, device)
     print(format_report(report))
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n")

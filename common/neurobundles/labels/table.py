@@ -37,6 +37,7 @@ class LabelTable:
         self.classes = [name for _, name in sorted((int(k), str(v)) for k, v in channel_def.items())]
         self.lut_path = Path(lut)
         self.entries: dict[int, LutEntry] = read_lut(lut)
+        self._by_name = {entry.name: value for value, entry in self.entries.items()}
         self.space = space
         self.freesurfer = space == "freesurfer"
         self.freesurfer_ids = [self._freesurfer_ids(name) for name in self.classes]
@@ -47,14 +48,13 @@ class LabelTable:
                         f"{self.lut_path}: class {index} {name!r} has no entry named {name!r}, "
                         f"'Left-{name}'/'Right-{name}' or 'ctx-lh/rh-…'; add it to the bundle's label table."
                     )
-        indices = [(i,) for i in range(len(self.classes))]
         self.class_values: list[tuple[int, ...]] = (
-            [ids or (0,) for ids in self.freesurfer_ids] if self.freesurfer else indices
+            list(self.freesurfer_ids) if self.freesurfer else [(i,) for i in range(len(self.classes))]
         )
 
     def _freesurfer_ids(self, name: str) -> tuple[int, ...] | None:
         """FreeSurfer id(s) a class name stands for in the colour table, or None if it has none."""
-        by_name = {entry.name: value for value, entry in self.entries.items()}
+        by_name = self._by_name
         if name.lower() in _BACKGROUND_NAMES:
             return (0,)
         pairs = [(f"Left-{name}", f"Right-{name}")]
