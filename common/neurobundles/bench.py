@@ -174,7 +174,7 @@ def cohort_throughput(
             (inputs / f"subject{index:03d}{''.join(source.suffixes)}").symlink_to(source.resolve())
         for name, loader in LOADERS.items():
             override: dict[str, Any] = {"dataset_dir": str(inputs), "output_dir": str(Path(folder) / "out")}
-            override.update({f"dataloader#{key}": value for key, value in loader.items()})
+            override["dataloader"] = {**loader, "dataset": "@dataset", "batch_size": 1, "shuffle": False}
             if device:
                 override["device"] = f"$torch.device({device!r})"
             start = time.perf_counter()
