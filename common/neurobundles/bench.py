@@ -152,10 +152,9 @@ def benchmark(bundle: str, image: str | None = None, device: str | None = None, 
 
 LOADERS = {
     "DataLoader (load, then compute)": {"_target_": "DataLoader", "num_workers": 0},
-    "ThreadDataLoader (load next while computing)": {
-        "_target_": "ThreadDataLoader",
-        "num_workers": 0,
-        "buffer_size": 1,
+    "PrefetchDataLoader (load next while computing)": {
+        "_target_": "neurobundles.data.PrefetchDataLoader",
+        "prefetch": 1,
     },
 }
 """Cohort loaders compared by :func:`cohort_throughput`."""
