@@ -125,7 +125,11 @@ class Commands:
             files = hub.bundle_remote_files(root)
             cached = all((root / path).is_file() or hub.is_cached(remote) for path, remote in files.items())
             labels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-            print(f"{name}  (v{meta['version']}, weights {'cached' if cached else 'not cached'})")
+            if files:
+                state = f"weights {'cached' if cached else 'not cached'}"
+            else:  # trained by its user: configs/train.json writes models/model.pt
+                state = "trained" if (root / "models" / "model.pt").is_file() else "no weights: train with train.json"
+            print(f"{name}  (v{meta['version']}, {state})")
             print(f"  {meta['task']}")
             print(f"  labels: {', '.join(f'{k} {v}' for k, v in labels.items())}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,14 @@ class ShardedCacheDataset(CacheDataset):
         rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}.")
-        shards = partition_dataset(
-            list(data), num_partitions=world_size, shuffle=True, seed=seed, even_divisible=even_divisible
-        )
-        super().__init__(data=shards[rank], transform=transform, **kwargs)
+        items = list(data)
+        if items and even_divisible and len(items) < world_size:
+            items = items * math.ceil(world_size / len(items))  # fewer subjects than processes: repeat them
+        if len(items) >= world_size:
+            shards = partition_dataset(
+                items, num_partitions=world_size, shuffle=True, seed=seed, even_divisible=even_divisible
+            )
+            items = shards[rank]
+        else:  # no data (MONAI Label without validation), or uneven shards were asked for
+            items = items[rank : rank + 1]
+        super().__init__(data=items, transform=transform, **kwargs)
