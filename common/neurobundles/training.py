@@ -31,17 +31,19 @@ def _loss(output: Any) -> float:
 
 
 class _EpochHistory:
-    """Mean loss, validation metric, learning rate and seconds of every epoch of the trainer it is attached to."""
+    """Mean loss, validation metric, last learning rate and seconds of every epoch of the trainer it is attached to."""
 
     def __init__(self, evaluator: Engine | None = None, metric_name: str = "val_mean_dice", optimizer: Any = None):
         self.evaluator, self.metric_name, self.optimizer = evaluator, metric_name, optimizer
         self.rows: list[dict[str, Any]] = []
         self._losses: list[float] = []
         self._start = 0.0
+        self._lr: float | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self._losses.append(_loss(e.state.output)))
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
@@ -52,6 +54,11 @@ class _EpochHistory:
         self._losses.clear()
         self._start = time.perf_counter()
 
+    def _iteration_started(self, _: Engine) -> None:
+        """The learning rate the step uses (schedulers step after each iteration, so read it before)."""
+        if self.optimizer is not None:
+            self._lr = float(self.optimizer.param_groups[0]["lr"])
+
     def _metric(self, engine: Engine) -> float | None:
         """The evaluator's metric if it ran for this epoch (it is skipped between intervals or without data)."""
         if self.evaluator is None or self.evaluator.state.epoch != engine.state.epoch:
@@ -60,13 +67,12 @@ class _EpochHistory:
         return None if value is None else float(value)
 
     def _epoch_completed(self, engine: Engine) -> None:
-        lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
         self.rows.append(
             {
                 "epoch": engine.state.epoch,
                 "loss": sum(self._losses) / max(len(self._losses), 1),
                 self.metric_name: self._metric(engine),
-                "lr": lr,
+                "lr": self._lr,
                 "seconds": time.perf_counter() - self._start,
             }
         )
@@ -160,11 +166,13 @@ class TrainingCurves(_EpochHistory):
 
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         epochs = [row["epoch"] for row in self.rows]
         figure, loss_axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
         loss_axis.plot(epochs, [row["loss"] for row in self.rows], "o-", color="tab:blue", label="training loss")
         loss_axis.set_xlabel("epoch")
+        loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         loss_axis.set_ylabel("training loss", color="tab:blue")
         validated = [row for row in self.rows if row[self.metric_name] is not None]
         if validated:
