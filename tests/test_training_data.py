@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from layouts import make_freesurfer, make_mindboggle
-from neurobundles.data import freesurfer_datalist, mindboggle_datalist, save_split, split_datalist
+from neurobundles.data import ShardedCacheDataset, freesurfer_datalist, mindboggle_datalist, save_split, split_datalist
 
 
 @pytest.fixture
@@ -176,3 +176,35 @@ def test_mindboggle_subjects_split_by_id(mindboggle):
 def test_group_folder_copied_elsewhere_keeps_its_ids(mindboggle, tmp_path):
     shutil.copytree(mindboggle / "HLN-12_volumes", tmp_path / "copy" / "HLN-12_volumes")
     assert [d["id"] for d in mindboggle_datalist(tmp_path / "copy")] == ["HLN-12-1"]
+
+
+# --- shards for torchrun ----------------------------------------------------------------------------
+
+
+def _shards(count, world_size, **kwargs):
+    data = [{"id": f"sub-{i}"} for i in range(count)]
+    return [
+        [d["id"] for d in ShardedCacheDataset(data, rank=r, world_size=world_size, **kwargs).data] for r in range(4)
+    ]
+
+
+def test_shards_split_the_subjects_between_processes():
+    shards = _shards(8, 4)
+    assert sorted(ident for shard in shards for ident in shard) == [f"sub-{i}" for i in range(8)] and {
+        len(s) for s in shards
+    } == {2}
+
+
+def test_uneven_subjects_are_repeated_so_every_process_steps_alike():
+    shards = _shards(6, 4)
+    assert {len(s) for s in shards} == {2} and {ident for shard in shards for ident in shard} == {
+        f"sub-{i}" for i in range(6)
+    }
+
+
+def test_fewer_subjects_than_processes_still_give_each_process_one():
+    assert [len(s) for s in _shards(1, 4)] == [1, 1, 1, 1]
+
+
+def test_no_subjects_give_empty_shards():
+    assert _shards(0, 4) == [[], [], [], []]
