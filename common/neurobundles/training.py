@@ -33,7 +33,9 @@ def _loss(output: Any) -> float:
 class _EpochHistory:
     """Mean loss, validation metric, last learning rate and seconds of every epoch of the trainer it is attached to."""
 
-    def __init__(self, evaluator: Engine | None = None, metric_name: str = "val_mean_dice", optimizer: Any = None):
+    def __init__(
+        self, evaluator: Engine | None = None, metric_name: str = "val_mean_dice", optimizer: Any = None
+    ) -> None:
         self.evaluator, self.metric_name, self.optimizer = evaluator, metric_name, optimizer
         self.rows: list[dict[str, Any]] = []
         self._losses: list[float] = []
@@ -200,7 +202,9 @@ class FallbackCheckpoint:
         filename: the checkpoint file name.
     """
 
-    def __init__(self, save_dir: str | Path, network: nn.Module, evaluator: Engine | None = None, filename="model.pt"):
+    def __init__(
+        self, save_dir: str | Path, network: nn.Module, evaluator: Engine | None = None, filename: str = "model.pt"
+    ) -> None:
         self.path = Path(save_dir) / filename
         self.network, self.evaluator = network, evaluator
 

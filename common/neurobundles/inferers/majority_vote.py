@@ -102,7 +102,13 @@ class MajorityVoteInferer(Inferer):
         return out
 
     def _vote(
-        self, volume: torch.Tensor, starts: np.ndarray, roi: tuple[int, ...], network: nn.Module, *args, **kwargs
+        self,
+        volume: torch.Tensor,
+        starts: np.ndarray,
+        roi: tuple[int, ...],
+        network: nn.Module,
+        *args: Any,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """Class indices ``1×X×Y×Z`` of one ``C×X×Y×Z`` volume."""
         device, spatial = volume.device, volume.shape[1:]
