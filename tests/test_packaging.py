@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,10 +28,15 @@ from monai.bundle.scripts import _get_git_release_url
 from conftest import REPO
 from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, run_workflow
 from neurobundles.cli import main
+from neurobundles.errors import WeightsUnavailableError
+from neurobundles.hub import bundle_file, bundle_remote_files
 from neurobundles.networks import load_pretrained
-from neurobundles.packaging import package, release_url, sha1sum
+from neurobundles.packaging import export_bundle, package, release_url, sha1sum
 
 BUNDLES = bundle_names()
+PUBLISHED = [name for name in BUNDLES if bundle_remote_files(bundle_path(name))]
+UNPUBLISHED = [name for name in BUNDLES if name not in PUBLISHED]
+"""Bundles without published weights (trained by their users) ship configs only."""
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def test_zip_keeps_large_files_yml_and_holds_each_listed_file_verified(release, 
             assert hashlib.sha256(content).hexdigest() == entry["hash_val"]
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("bundle", PUBLISHED)
 def test_model_pt_is_a_state_dict_of_network_def_with_the_published_weights(release, bundle, tmp_path):
     with zipfile.ZipFile(release[bundle]) as archive:
         archive.extractall(tmp_path)
@@ -129,7 +135,7 @@ def test_packaging_without_a_url_says_what_to_give():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("bundle", PUBLISHED)
 def test_downloaded_bundle_runs_offline_without_this_repository(release, server, bundle, tmp_path, t1_crop):
     _, base_url = server
     with urllib.request.urlopen(f"{base_url}/models/model_info.json", timeout=30) as response:
@@ -159,6 +165,65 @@ def test_downloaded_bundle_runs_offline_without_this_repository(release, server,
     ours = np.asarray(nib.load(str(written)).dataobj)
     reference = np.asarray(nib.load(str(tmp_path / "repo" / "t1_crop_seg.nii.gz")).dataobj)
     assert (ours == reference).mean() >= 0.9999
+
+
+def _trained_copy(tmp_path: Path, bundle: str) -> Path:
+    """A copy of an unpublished bundle as its user leaves it after train.json: with models/model.pt and split.json."""
+    copy = tmp_path / "trained" / bundle
+    shutil.copytree(bundle_path(bundle), copy, ignore=shutil.ignore_patterns("models", "eval"))
+    (copy / "models").mkdir()
+    torch.save(bundle_parser(copy).get_parsed_content("network_def").state_dict(), copy / "models" / "model.pt")
+    (copy / "models" / "split.json").write_text('{"train": [], "valid": [], "test": []}\n')
+    return copy
+
+
+@pytest.mark.parametrize("listing", [None, "large_files: []\n", ""])
+def test_bundle_without_large_files_lists_nothing_to_fetch(tmp_path, listing):
+    if listing is not None:
+        (tmp_path / "large_files.yml").write_text(listing)
+    assert bundle_remote_files(tmp_path) == {}
+    with pytest.raises(WeightsUnavailableError, match=r"large_files\.yml: lists no file 'models/model\.pth'"):
+        bundle_file(tmp_path, "models/model.pth")
+
+
+@pytest.mark.parametrize("bundle", UNPUBLISHED)
+def test_zip_of_a_bundle_without_published_weights_holds_its_configs_only(release, bundle, tmp_path):
+    with zipfile.ZipFile(release[bundle]) as archive:
+        names = archive.namelist()
+    assert f"{bundle}/configs/train.json" in names and not any("/models/" in name for name in names)
+    again = package(_trained_copy(tmp_path, bundle), tmp_path / "again", base_url="http://127.0.0.1:9")
+    assert sha1sum(again) == sha1sum(release[bundle]), "local training output must not enter a release zip"
+
+
+@pytest.mark.parametrize("bundle", UNPUBLISHED)
+def test_downloaded_untrained_bundle_says_to_train_first(release, bundle, tmp_path, head_phantom):
+    with zipfile.ZipFile(release[bundle]) as archive:
+        archive.extractall(tmp_path)
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps errors raised inside config expressions
+        run_workflow(tmp_path / bundle, datalist=[{"image": str(head_phantom), "id": "x"}], output_dir=str(tmp_path))
+    cause = raised.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, WeightsUnavailableError)
+    assert re.search(
+        r"models/model\.pt: no trained weights.* Train first: python -m monai.bundle run .*train\.json", str(cause)
+    )
+
+
+@pytest.mark.parametrize("bundle", UNPUBLISHED)
+def test_export_of_a_trained_bundle_carries_its_weights_and_split(bundle, tmp_path):
+    copy = export_bundle(_trained_copy(tmp_path, bundle), tmp_path / "app")
+    assert sorted(p.name for p in (copy / "models").iterdir()) == ["model.pt", "split.json"]
+    network_def = bundle_parser(copy).get_parsed_content("network_def")
+    network_def.load_state_dict(torch.load(copy / "models" / "model.pt", weights_only=True), strict=True)
+
+
+@pytest.mark.parametrize("bundle", UNPUBLISHED)
+def test_export_of_an_untrained_bundle_has_no_weights_for_monailabel_to_serve(bundle, tmp_path):
+    clean = tmp_path / "clean" / bundle
+    shutil.copytree(bundle_path(bundle), clean, ignore=shutil.ignore_patterns("models", "eval"))
+    copy = export_bundle(clean, tmp_path / "app")
+    assert (copy / "configs" / "train.json").is_file() and not (copy / "models").exists()
 
 
 def test_export_command_writes_a_copy_monailabel_can_serve(tmp_path, capsys, shared_data):

@@ -1,6 +1,20 @@
 """neurobundles: MONAI bundles for brain MRI segmentation, and the thin package they are built on."""
 
-from . import bundles, data, errors, handlers, hub, inferers, labels, metrics, networks, outputs, transforms
+from . import (
+    bundles,
+    data,
+    errors,
+    handlers,
+    hub,
+    inferers,
+    labels,
+    losses,
+    metrics,
+    networks,
+    outputs,
+    training,
+    transforms,
+)
 
 __version__ = "0.1.0"
 
@@ -13,8 +27,10 @@ __all__ = [
     "hub",
     "inferers",
     "labels",
+    "losses",
     "metrics",
     "networks",
     "outputs",
+    "training",
     "transforms",
 ]

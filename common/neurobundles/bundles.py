@@ -12,6 +12,8 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from neurobundles.errors import WeightsUnavailableError
+
 __all__ = [
     "bundle_names",
     "bundle_parser",
@@ -24,6 +26,7 @@ __all__ = [
     "load_metadata",
     "load_network",
     "run_workflow",
+    "trained_checkpoint",
 ]
 
 BUNDLES_ENV = "NEUROBUNDLES_BUNDLES"
@@ -84,6 +87,23 @@ def bundle_root(name: str) -> str:
     if (Path.cwd() / "configs" / "metadata.json").is_file():
         return str(Path.cwd())
     return str(bundle_path(name))
+
+
+def trained_checkpoint(bundle_root: str | Path, path: str | Path = "models/model.pt") -> str:
+    """The weights a bundle's ``train.json`` wrote (``path``, relative to ``bundle_root`` unless absolute).
+
+    Bundles that publish no weights run only once trained; this is where their configs find the weights,
+    and it says how to get them when they are missing.
+    """
+    root = Path(bundle_root)
+    checkpoint = Path(path) if Path(path).is_absolute() else root / path
+    if not checkpoint.is_file():
+        raise WeightsUnavailableError(
+            f"{checkpoint}: no trained weights; {root.name} publishes none. Train first: "
+            f"python -m monai.bundle run --config_file {root / 'configs' / 'train.json'} --dataset_dir /path/to/data "
+            "(or pass --ckpt_path to weights you trained elsewhere)."
+        )
+    return str(checkpoint)
 
 
 def load_metadata(name: str | Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Command line: ``neurobundles segment | list | demo | check | export | package`` (thin; the bundles do the work)."""
+"""Command line: ``neurobundles segment | list | demo | check | export | package | compare`` (thin; the bundles do
+the work)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import fire
 
-from neurobundles import bundles, conformance, hub, packaging
+from neurobundles import bundles, conformance, hub, packaging, report
 from neurobundles.data import image_datalist
 from neurobundles.errors import InvalidImageError, OutputNotWritableError, WeightsUnavailableError
 from neurobundles.outputs import ensure_writable_dir
@@ -125,7 +126,11 @@ class Commands:
             files = hub.bundle_remote_files(root)
             cached = all((root / path).is_file() or hub.is_cached(remote) for path, remote in files.items())
             labels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-            print(f"{name}  (v{meta['version']}, weights {'cached' if cached else 'not cached'})")
+            if files:
+                state = f"weights {'cached' if cached else 'not cached'}"
+            else:  # trained by its user: configs/train.json writes models/model.pt
+                state = "trained" if (root / "models" / "model.pt").is_file() else "no weights: train with train.json"
+            print(f"{name}  (v{meta['version']}, {state})")
             print(f"  {meta['task']}")
             print(f"  labels: {', '.join(f'{k} {v}' for k, v in labels.items())}")
 
@@ -188,6 +193,35 @@ class Commands:
                 print(packaging.package(name, output, repo=repo, base_url=base_url, index=index))
             except (WeightsUnavailableError, ValueError) as error:
                 raise UserError(str(error)) from error
+
+    def compare(
+        self,
+        dataset_dir: str,
+        output: str = "compare",
+        layout: str = "mindboggle",
+        recipe: bool = False,
+        device: str | None = None,
+        **options: object,
+    ) -> None:
+        """Train MeshNet and the U-Net baseline on the same subjects and print them side by side.
+
+        Parameters, checkpoint size, sub-volumes/s, seconds per full volume, training time and Dice per class;
+        also written to OUTPUT/compare.json and OUTPUT/compare.csv. See neurobundles.report for every option.
+
+        Args:
+            dataset_dir: Mindboggle-101 folder (or a FreeSurfer subjects folder with --layout freesurfer).
+            output: folder for checkpoints, logs and the tables.
+            layout: mindboggle or freesurfer.
+            recipe: the published recipe (1 mm, 128 sub-volumes per brain, 30 epochs, 512 at inference; a GPU job)
+                instead of the small default budget (2 mm, 16 per brain, 2 epochs, 64 at inference).
+            device: torch device, such as cpu or cuda:0.
+            options: --valid, --test, --split_file, --max_epochs, --crops_per_volume, --volume_size, ...
+        """
+        try:
+            results = report.compare(dataset_dir, output, layout, recipe=recipe, device=device, **options)
+        except (FileNotFoundError, ValueError) as error:
+            raise UserError(str(error)) from error
+        print(report.format_table(results, tuple(options.get("bundle_names", report.BUNDLES))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,9 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 from monai.data import load_net_with_metadata
 
+from neurobundles.atomic import atomic_path
 from neurobundles.bundles import bundle_parser, bundle_path
+from neurobundles.hub import bundle_remote_files
 from neurobundles.networks import load_pretrained
 from neurobundles.packaging import write_state_dict
 
@@ -195,15 +197,18 @@ def check_export(
 ) -> None:
     """``monai.bundle ckpt_export`` to TorchScript, reload, and compare with the eager network.
 
-    ``ckpt_file`` defaults to the bundle's published weights converted by :func:`write_state_dict`.
+    ``ckpt_file`` defaults to the bundle's published weights converted by :func:`write_state_dict`; a bundle that
+    publishes none (trained by its user) is checked with ``network_def``'s seeded initial weights.
     """
     root, meta_file, config_file = _files(bundle)
     with tempfile.TemporaryDirectory(prefix=f"{root.name}-export-") as work:
         exported = Path(work) / "model.ts"
         ckpt = Path(ckpt_file) if ckpt_file else Path(work) / "model.pt"
         try:
-            if ckpt_file is None:
+            if ckpt_file is None and bundle_remote_files(root):
                 write_state_dict(root, ckpt)
+            elif ckpt_file is None:
+                _write_initial_state_dict(root, ckpt)
             ckpt_export(
                 net_id="network_def",
                 filepath=str(exported),
@@ -230,6 +235,13 @@ def check_export(
             raise BundleCheckError(
                 root.name, "ckpt_export", f"TorchScript output differs from the eager network: {error}"
             ) from error
+
+
+def _write_initial_state_dict(bundle: Path, target: Path, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    network = bundle_parser(bundle).get_parsed_content("network_def")
+    with atomic_path(target) as tmp:
+        torch.save(network.state_dict(), tmp)
 
 
 def check_monailabel_config(bundle: str | Path) -> None:

@@ -62,11 +62,13 @@ def _source_files(root: Path) -> list[Path]:
     )
 
 
-def export_bundle(bundle: str | Path, dest: str | Path) -> Path:
+def export_bundle(bundle: str | Path, dest: str | Path, trained: bool = True) -> Path:
     """Write a self-contained copy of ``bundle`` to ``dest/<name>`` and return it.
 
     The copy holds the bundle's files, every file of its ``large_files.yml`` (verified by sha256)
-    and ``models/model.pt``. An existing copy is replaced only once the new one is complete.
+    and ``models/model.pt``. A bundle that publishes no weights gets the ``models/model.pt`` (and
+    ``split.json``) its ``train.json`` wrote when ``trained``, else none: MONAI Label can then train
+    it, and serves it once trained. An existing copy is replaced only once the new one is complete.
     """
     root = bundle_path(bundle)
     dest = Path(dest).expanduser().resolve()
@@ -80,11 +82,18 @@ def export_bundle(bundle: str | Path, dest: str | Path) -> Path:
             copy = staging / source.relative_to(root)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy)
-        for relative in bundle_remote_files(root):
+        published = bundle_remote_files(root)
+        for relative in published:
             copy = staging / relative
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle_file(root, relative), copy)
-        write_state_dict(staging, staging / CHECKPOINT)
+        if published:
+            write_state_dict(staging, staging / CHECKPOINT)
+        elif trained:
+            for relative in (CHECKPOINT, CHECKPOINT.with_name("split.json")):
+                if (root / relative).is_file():
+                    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(root / relative, staging / relative)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -167,7 +176,8 @@ def package(
     """Zip ``bundle`` as ``output/NAME_v<version>.zip`` (top-level ``NAME/``) and record it in the index.
 
     ``index`` defaults to ``output/models/model_info.json``: the release folder then has the
-    layout ``monai.bundle download`` reads from a repository at a tag.
+    layout ``monai.bundle download`` reads from a repository at a tag. A bundle without published
+    weights is zipped without any local training output, so its zip stays reproducible.
     """
     root = bundle_path(bundle)
     version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
@@ -178,7 +188,7 @@ def package(
     target = output / f"{key}.zip"
     index = Path(index) if index is not None else output / INDEX
     with tempfile.TemporaryDirectory(prefix=f"{root.name}-package-") as work, atomic_path(target) as tmp:
-        _write_zip(export_bundle(root, work), root.name, tmp)
+        _write_zip(export_bundle(root, work, trained=False), root.name, tmp)
         sha1 = sha1sum(tmp)
         if not replace:
             _check_unpublished(index, key, sha1)  # before the zip replaces a published one

@@ -1,5 +1,22 @@
+from .distributed import ShardedCacheDataset
 from .folders import image_datalist, is_image_file, unique_ids
 from .freesurfer import check_pair, freesurfer_datalist
+from .mindboggle import MINDBOGGLE_IMAGE, MINDBOGGLE_LABEL, mindboggle_datalist
 from .prefetch import PrefetchDataLoader
+from .splits import SPLITS, save_split, split_datalist
 
-__all__ = ["PrefetchDataLoader", "check_pair", "freesurfer_datalist", "image_datalist", "is_image_file", "unique_ids"]
+__all__ = [
+    "MINDBOGGLE_IMAGE",
+    "MINDBOGGLE_LABEL",
+    "SPLITS",
+    "PrefetchDataLoader",
+    "ShardedCacheDataset",
+    "check_pair",
+    "freesurfer_datalist",
+    "image_datalist",
+    "is_image_file",
+    "mindboggle_datalist",
+    "save_split",
+    "split_datalist",
+    "unique_ids",
+]

@@ -1,4 +1,12 @@
 from .brain_crop import BrainCropInferer, brain_box
 from .full_volume import FullVolumeInferer
+from .majority_vote import MajorityVoteInferer, grid_starts, subvolume_starts
 
-__all__ = ["BrainCropInferer", "FullVolumeInferer", "brain_box"]
+__all__ = [
+    "BrainCropInferer",
+    "FullVolumeInferer",
+    "MajorityVoteInferer",
+    "brain_box",
+    "grid_starts",
+    "subvolume_starts",
+]

@@ -1,8 +1,10 @@
 from .freesurfer import (
     CEREBRAL_CORTEX_IDS,
+    DKT31_IDS,
     GREY_MATTER_IDS,
     WHITE_MATTER_IDS,
     LutEntry,
+    dkt31_map,
     read_lut,
     tissue_map,
 )
@@ -10,11 +12,13 @@ from .table import NON_BRAIN_IDS, LabelTable, write_lut
 
 __all__ = [
     "CEREBRAL_CORTEX_IDS",
+    "DKT31_IDS",
     "GREY_MATTER_IDS",
     "NON_BRAIN_IDS",
     "WHITE_MATTER_IDS",
     "LabelTable",
     "LutEntry",
+    "dkt31_map",
     "read_lut",
     "tissue_map",
     "write_lut",

@@ -7,9 +7,11 @@ from pathlib import Path
 
 __all__ = [
     "CEREBRAL_CORTEX_IDS",
+    "DKT31_IDS",
     "GREY_MATTER_IDS",
     "WHITE_MATTER_IDS",
     "LutEntry",
+    "dkt31_map",
     "read_lut",
     "tissue_map",
 ]
@@ -36,6 +38,25 @@ def tissue_map(white: int = 1, grey: int = 2) -> dict[int, int]:
     mapping = {label: grey for label in GREY_MATTER_IDS}
     mapping.update({label: white for label in WHITE_MATTER_IDS})
     return mapping
+
+
+DKT31_IDS: tuple[int, ...] = tuple(1000 + region for region in (2, 3, *range(5, 32), 34, 35))
+"""The 31 cortical regions of the Desikan-Killiany-Tourville protocol (Klein & Tourville 2012), left hemisphere.
+
+They are Desikan-Killiany's ``ctx-lh-*`` ids (1001–1035) without the regions DKT dropped: banks of the superior
+temporal sulcus (1001), corpus callosum (1004), frontal pole (1032) and temporal pole (1033). The right hemisphere
+uses the same ids plus 1000 (``ctx-rh-*``); Mindboggle-101's ``labels.DKT31.manual+aseg`` and FreeSurfer's
+``aparc.DKTatlas+aseg`` use these ids.
+"""
+
+
+def dkt31_map() -> dict[int, int]:
+    """FreeSurfer id → DKT31 class 1..31 in id order, both hemispheres on one class; every other id is background.
+
+    Hemispheres are merged because a 38³ sub-volume rarely shows the midline, so a sub-volume network cannot tell
+    a left region from its mirror image; the hemisphere is put back when label maps are written.
+    """
+    return {hemisphere + region: index for index, region in enumerate(DKT31_IDS, 1) for hemisphere in (0, 1000)}
 
 
 @dataclass(frozen=True)

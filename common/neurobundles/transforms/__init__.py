@@ -3,6 +3,7 @@ from .hemispheres import ClassesToLabels, ClassesToLabelsd, left_hemisphere_mask
 from .intensity import ConformIntensity, ConformIntensityd, robust_range
 from .io import LoadVolume, LoadVolumed, check_volume
 from .labels import ArgMax, ArgMaxd, MapLabels, MapLabelsd
+from .sampling import RandGaussianCrop, RandGaussianCropd, gaussian_crop_starts
 
 __all__ = [
     "ArgMax",
@@ -17,8 +18,11 @@ __all__ = [
     "LoadVolumed",
     "MapLabels",
     "MapLabelsd",
+    "RandGaussianCrop",
+    "RandGaussianCropd",
     "check_volume",
     "conform_affine",
+    "gaussian_crop_starts",
     "left_hemisphere_mask",
     "robust_range",
 ]
