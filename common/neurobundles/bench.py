@@ -56,8 +56,9 @@ def _naive_forward(network: torch.nn.Module) -> Callable[[torch.Tensor], torch.T
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
-        "channels-last fp32": {"channels_last": True, "amp": False},
-        "channels-last bf16 autocast": {"channels_last": True, "amp": True, "amp_dtype": "bfloat16"},
+        "compiled kernel fp32": {"compiled": True},
+        "channels-last fp32 (oneDNN)": {"compiled": False, "channels_last": True, "amp": False},
+        "channels-last bf16 autocast": {"compiled": False, "channels_last": True, "amp": True, "amp_dtype": "bfloat16"},
     },
     "cuda": {
         "fp32": {"channels_last": False, "amp": False},
@@ -71,10 +72,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 
 def _variants(network: torch.nn.Module, batch: torch.Tensor, baseline: torch.Tensor, repeats: int) -> dict[str, dict]:
     """Seconds, speed-up over the naive forward and label agreement with it, for each device variant."""
-    from neurobundles.inferers import FullVolumeInferer
+    from neurobundles.inferers import FullVolumeInferer, cpu_kernel
 
     results = {}
     for name, settings in VARIANTS[batch.device.type].items():
+        if settings.get("compiled") and not (cpu_kernel.supports(network) and cpu_kernel.kernel_available()):
+            continue
         inferer = FullVolumeInferer(argmax=True, **settings)
         seconds, labels = _median_seconds(lambda i=inferer: i(batch, network), batch.device, repeats)
         results[name] = {"seconds": seconds, "agreement": float((labels == baseline).float().mean())}

@@ -9,6 +9,8 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from torch import nn
 
+from neurobundles.inferers import cpu_kernel
+
 __all__ = ["FullVolumeInferer"]
 
 _AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -21,8 +23,13 @@ class FullVolumeInferer(Inferer):
     the volume fits in memory. The device policy is chosen per call from the input's device:
 
     Args:
+        compiled: on CPU, run MeshNet's dilated layers through the compiled direct-convolution
+            kernel (:mod:`neurobundles.inferers.cpu_kernel`, about 2× faster than oneDNN for these
+            channel counts). ``None``: whenever it applies (CPU, fp32, a C compiler present, a
+            MeshNet-like ``features``), else fall back silently; ``True``: insist (error otherwise);
+            ``False``: never.
         channels_last: use ``torch.channels_last_3d`` (``None``: on CPU only, where oneDNN's
-            dilated convolutions run about 3.5× faster in that layout).
+            dilated convolutions run about 2.7× faster in that layout than in the default one).
         amp: autocast to ``amp_dtype`` (``None``: on CUDA only).
         amp_dtype: ``"float16"`` or ``"bfloat16"``.
         argmax: return the class index per voxel (``B×1×…``, float32) instead of logits. For a
@@ -34,6 +41,7 @@ class FullVolumeInferer(Inferer):
 
     def __init__(
         self,
+        compiled: bool | None = None,
         channels_last: bool | None = None,
         amp: bool | None = None,
         amp_dtype: str = "float16",
@@ -43,6 +51,7 @@ class FullVolumeInferer(Inferer):
         super().__init__()
         if amp_dtype not in _AMP_DTYPES:
             raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)}, got {amp_dtype!r}.")
+        self.compiled = compiled
         self.channels_last = channels_last
         self.amp = amp
         self.amp_dtype = _AMP_DTYPES[amp_dtype]
@@ -50,8 +59,36 @@ class FullVolumeInferer(Inferer):
         self.head_chunk = head_chunk
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        device_type = inputs.device.type
         values = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        out = self._compiled(values, network) if not args and not kwargs else None
+        if out is None:
+            out = self._torch(values, network, *args, **kwargs)
+        out = out.contiguous()
+        if isinstance(inputs, MetaTensor):
+            return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
+        return out
+
+    def _compiled(self, values: torch.Tensor, network: nn.Module) -> torch.Tensor | None:
+        """The compiled-kernel path, or ``None`` where it does not apply (and was not insisted on)."""
+        amp = values.device.type == "cuda" if self.amp is None else self.amp
+        training = network.training or (torch.is_grad_enabled() and values.requires_grad)
+        if self.compiled is False or (self.compiled is None and (values.device.type != "cpu" or amp or training)):
+            return None
+        features = None if training else cpu_kernel.compiled_features(network, values)
+        if features is None:
+            if self.compiled:
+                raise RuntimeError(
+                    "compiled=True needs inference (network.eval(), no gradients), a CPU float32 input, a MeshNet-like "
+                    "network (3×3×3 'same' dilated convolutions in `features`) and a working C compiler ($CC or cc); "
+                    "use compiled=None to fall back."
+                )
+            return None
+        if self.argmax:
+            return self._chunked_argmax(network, features)
+        return network.head(features).float()
+
+    def _torch(self, values: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        device_type = values.device.type
         channels_last = device_type == "cpu" if self.channels_last is None else self.channels_last
         if channels_last and values.ndim == 5:
             network.to(memory_format=torch.channels_last_3d)
@@ -64,9 +101,6 @@ class FullVolumeInferer(Inferer):
                 out = _labels(network(values, *args, **kwargs))
             else:
                 out = network(values, *args, **kwargs).float()
-        out = out.contiguous()
-        if isinstance(inputs, MetaTensor):
-            return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
         return out
 
     def _chunked_argmax(self, network: nn.Module, features: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@ from .conform import Conform, Conformd, conform_affine
 from .hemispheres import ClassesToLabels, ClassesToLabelsd, left_hemisphere_mask
 from .intensity import ConformIntensity, ConformIntensityd, robust_range
 from .io import LoadVolume, LoadVolumed, check_volume
-from .labels import ArgMax, ArgMaxd, MapLabels, MapLabelsd
+from .labels import ArgMax, ArgMaxd, KeepLargestComponent, KeepLargestComponentd, MapLabels, MapLabelsd
 from .sampling import RandGaussianCrop, RandGaussianCropd, gaussian_crop_starts
 
 __all__ = [
@@ -14,6 +14,8 @@ __all__ = [
     "ConformIntensity",
     "ConformIntensityd",
     "Conformd",
+    "KeepLargestComponent",
+    "KeepLargestComponentd",
     "LoadVolume",
     "LoadVolumed",
     "MapLabels",

@@ -1,0 +1,193 @@
+"""MeshNet's dilated convolutions on the CPU through a small compiled kernel (an optional fast path).
+
+oneDNN vectorises 3D convolutions over channels; MeshNet has 5 to 30, so most of every SIMD lane
+idles. ``dilated_conv3d.c`` vectorises over the contiguous x axis instead and keeps a block of output
+channels in registers. It is compiled on first use with the system C compiler (``$CC``, else ``cc``)
+for this CPU, one shared library per layer shape, cached under ``NEUROBUNDLES_HOME/kernels``. Without
+a compiler, or for layers it does not cover, callers fall back to PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from neurobundles import hub
+
+__all__ = ["compiled_features", "kernel_available", "supports"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("dilated_conv3d.c")
+_FLAGS = ["-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC"]
+_MAX_REGISTER_BLOCK = 24  # output channels kept in vector registers at once (x86-64 AVX-512 has 32)
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on, so a shared cache never hands one CPU another's binary."""
+    flags = ""
+    with contextlib.suppress(OSError, StopIteration):
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    return f"{platform.machine()} {platform.processor()} {flags}"
+
+
+def _register_block(out_channels: int) -> int:
+    """Largest divisor of ``out_channels`` that fits the register budget."""
+    return max(b for b in range(1, min(out_channels, _MAX_REGISTER_BLOCK) + 1) if out_channels % b == 0)
+
+
+@functools.cache
+def _kernel(in_channels: int, out_channels: int) -> ctypes._CFuncPtr | None:
+    """The compiled ``dilated_conv3d`` for one layer shape, or ``None`` (with a warning) if it cannot be built."""
+    compiler = _compiler()
+    if compiler is None:
+        logger.warning("no C compiler found (set CC): MeshNet layers run on PyTorch's oneDNN path instead.")
+        return None
+    defines = [f"-DCI={in_channels}", f"-DCO={out_channels}", f"-DCOB={_register_block(out_channels)}"]
+    key = hashlib.sha256("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, *defines, _cpu_signature()]).encode())
+    library = hub.cache_dir() / "kernels" / f"dilated_conv3d_{in_channels}x{out_channels}_{key.hexdigest()[:16]}.so"
+    if not library.is_file():
+        try:
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=library.parent) as build:
+                built = Path(build) / library.name
+                subprocess.run(
+                    [compiler, *_FLAGS, *defines, str(_SOURCE), "-o", str(built)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                os.replace(built, library)  # atomic: parallel processes never load a half-written library
+        except (OSError, subprocess.CalledProcessError) as error:
+            detail = getattr(error, "stderr", "") or error
+            logger.warning(f"could not compile {_SOURCE.name} ({detail}); using PyTorch's oneDNN path instead.")
+            return None
+    function = ctypes.CDLL(str(library)).dilated_conv3d
+    function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 7
+    function.restype = None
+    return function
+
+
+def kernel_available() -> bool:
+    """Whether the kernel can be built and loaded here (for tests and benchmarks)."""
+    return _kernel(1, 1) is not None
+
+
+def _is_relu(module: nn.Module) -> bool:
+    return isinstance(module, nn.ReLU)
+
+
+def _conv_and_rest(block: nn.Module) -> tuple[nn.Conv3d, list[nn.Module]] | None:
+    """Split a MONAI ``Convolution`` block into its conv and the modules after it (norm, act, dropout)."""
+    conv = getattr(block, "conv", None)
+    if not isinstance(conv, nn.Conv3d):
+        return None
+    rest = [m for m in getattr(block, "adn", nn.Sequential()).children() if not isinstance(m, nn.Dropout)]
+    return conv, rest
+
+
+def _covered(conv: nn.Conv3d) -> bool:
+    dilation = conv.dilation[0]
+    return (
+        conv.kernel_size == (3, 3, 3)
+        and conv.stride == (1, 1, 1)
+        and conv.groups == 1
+        and conv.dilation == (dilation,) * 3
+        and conv.padding == (dilation,) * 3
+        and conv.padding_mode == "zeros"
+        and conv.weight.dtype == torch.float32
+    )
+
+
+def supports(network: nn.Module) -> bool:
+    """True for a network whose ``features`` are blocks of 3×3×3 'same' dilated convolutions (MeshNet)."""
+    blocks = getattr(network, "features", None)
+    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        return False
+    for block in blocks:
+        parts = _conv_and_rest(block)
+        if parts is None or not _covered(parts[0]):
+            return False
+    return True
+
+
+@torch.no_grad()
+def compiled_features(network: nn.Module, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor | None:
+    """``network.features(inputs)`` through the compiled kernel; ``None`` when it does not apply here.
+
+    Each block's convolution (plus its ReLU, when that is all that follows) runs in the kernel, with
+    depth slabs split across ``threads`` (default: ``torch.get_num_threads()``); any norm or other
+    activation runs in PyTorch afterwards, so every MeshNet variant is covered.
+    """
+    if inputs.device.type != "cpu" or inputs.dtype != torch.float32 or inputs.ndim != 5 or not supports(network):
+        return None
+    threads = threads or torch.get_num_threads()
+    values = inputs.contiguous()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for block in network.features:
+            conv, rest = _conv_and_rest(block)
+            kernel = _kernel(conv.in_channels, conv.out_channels)
+            if kernel is None:
+                return None
+            fuse_relu = len(rest) == 1 and _is_relu(rest[0])
+            values = _convolve(kernel, conv, values, fuse_relu, pool, threads)
+            for module in [] if fuse_relu else rest:
+                values = module(values)
+    return values
+
+
+def _convolve(
+    kernel: ctypes._CFuncPtr,
+    conv: nn.Conv3d,
+    values: torch.Tensor,
+    relu: bool,
+    pool: ThreadPoolExecutor,
+    threads: int,
+) -> torch.Tensor:
+    batch, _, depth, height, width = values.shape
+    values = values.contiguous()
+    weight = conv.weight.detach().reshape(conv.out_channels, conv.in_channels, 27).contiguous()
+    bias = conv.bias.detach().contiguous() if conv.bias is not None else torch.zeros(conv.out_channels)
+    out = torch.empty((batch, conv.out_channels, depth, height, width), dtype=torch.float32)
+    bounds = [depth * i // threads for i in range(threads + 1)]
+    for item in range(batch):
+        source, target = values[item], out[item]
+        jobs = [
+            pool.submit(
+                kernel,
+                source.data_ptr(),
+                weight.data_ptr(),
+                bias.data_ptr(),
+                target.data_ptr(),
+                depth,
+                height,
+                width,
+                conv.dilation[0],
+                int(relu),
+                begin,
+                end,
+            )
+            for begin, end in itertools.pairwise(bounds)
+            if end > begin
+        ]
+        for job in jobs:
+            job.result()
+    return out
