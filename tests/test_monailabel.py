@@ -109,7 +109,12 @@ def test_server_lists_each_bundle_with_its_labels(server, bundle):
     assert model["version"] == load_metadata(bundle)["version"]
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+# Every bundle is listed above; the full inference round trip runs for one bundle that writes class indices and
+# one that writes FreeSurfer ids split by hemisphere (the others take the same path with other weights).
+INFERRED = ["meshnet_hcp_tissue", "meshnet_hcp_subcortical"]
+
+
+@pytest.mark.parametrize("bundle", INFERRED)
 def test_server_infers_the_same_label_map_as_the_bundle(server, bundle, t1_crop, tmp_path):
     request = urllib.request.Request(f"{server}/infer/{bundle}?image=t1_crop&output=image", method="POST")
     with urllib.request.urlopen(request, timeout=600) as response:

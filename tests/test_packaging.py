@@ -26,7 +26,7 @@ from monai.bundle import download
 from monai.bundle.scripts import _get_git_release_url
 
 from conftest import REPO
-from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, run_workflow
+from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, load_network, run_workflow
 from neurobundles.cli import main
 from neurobundles.errors import WeightsUnavailableError
 from neurobundles.hub import bundle_file, bundle_remote_files
@@ -134,33 +134,63 @@ def test_packaging_without_a_url_says_what_to_give():
         release_url("x_v0.1.0.zip")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("bundle", PUBLISHED)
-def test_downloaded_bundle_runs_offline_without_this_repository(release, server, bundle, tmp_path, t1_crop):
-    _, base_url = server
+def _download(base_url: str, bundle: str, downloads: Path) -> Path:
+    """``monai.bundle.download`` of the release entry in ``model_info.json``; returns the bundle folder."""
     with urllib.request.urlopen(f"{base_url}/models/model_info.json", timeout=30) as response:
         entry = json.load(response)[f"{bundle}_v{_version(bundle)}"]
-    downloads = tmp_path / "downloads"
     download(name=bundle, url=entry["source"], bundle_dir=str(downloads), progress=False)
     assert sha1sum(downloads / f"{bundle}.zip") == entry["checksum"]
+    return downloads / bundle
 
-    inputs, empty, home = tmp_path / "in", tmp_path / "empty", tmp_path / "home"
-    for folder in (inputs, empty, home):
+
+def _isolated_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The package only: no bundles, no mirror, an empty cache (whose kernels/ may fill, weights may not)."""
+    empty, home = tmp_path / "empty", tmp_path / "home"
+    for folder in (empty, home):
         folder.mkdir()
-    (inputs / "t1_crop.nii.gz").symlink_to(t1_crop)
     env = os.environ | {
-        "PYTHONPATH": str(REPO / "common"),  # the package only: no bundles, no mirror, an empty cache
+        "PYTHONPATH": str(REPO / "common"),
         "NEUROBUNDLES_BUNDLES": str(empty),
         "NEUROBUNDLES_DATA": str(empty),
         "NEUROBUNDLES_HOME": str(home),
     }
-    config = downloads / bundle / "configs" / "inference.json"
+    return env, home
+
+
+def _fetched(home: Path) -> list[Path]:
+    return [p for p in home.rglob("*") if p.is_file() and "kernels" not in p.relative_to(home).parts]
+
+
+@pytest.mark.parametrize("bundle", PUBLISHED)
+def test_downloaded_bundle_loads_its_weights_offline_without_this_repository(release, server, bundle, tmp_path):
+    bundle_dir = _download(server[1], bundle, tmp_path / "downloads")
+    env, home = _isolated_env(tmp_path)
+    script = "import sys, torch; from neurobundles.bundles import load_network; "
+    script += "torch.save(load_network(sys.argv[1]).state_dict(), sys.argv[2])"
+    subprocess.run([sys.executable, "-c", script, str(bundle_dir), str(tmp_path / "state.pt")], env=env, check=True)
+    assert not _fetched(home), "weights were fetched instead of read from the zip"
+    loaded = torch.load(tmp_path / "state.pt", weights_only=True)
+    published = load_network(bundle).state_dict()
+    assert loaded.keys() == published.keys()
+    assert all(torch.equal(loaded[key], published[key]) for key in published)
+
+
+@pytest.mark.slow
+def test_downloaded_bundle_runs_offline_without_this_repository(release, server, tmp_path, t1_crop):
+    """The whole path once (the 5-channel bundle; the others differ only in weights, checked above)."""
+    bundle = "meshnet_hcp_tissue"
+    bundle_dir = _download(server[1], bundle, tmp_path / "downloads")
+    env, home = _isolated_env(tmp_path)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "t1_crop.nii.gz").symlink_to(t1_crop)
+    config = bundle_dir / "configs" / "inference.json"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir", str(inputs)]
     subprocess.run(command, cwd=tmp_path, env=env, check=True)
 
-    written = downloads / bundle / "eval" / "t1_crop_seg.nii.gz"  # output_dir defaults to bundle_root/eval
+    written = bundle_dir / "eval" / "t1_crop_seg.nii.gz"  # output_dir defaults to bundle_root/eval
     assert written.is_file(), "bundle_root did not resolve to the downloaded copy"
-    assert not any(p.is_file() for p in home.rglob("*")), "weights were fetched instead of read from the zip"
+    assert not _fetched(home), "weights were fetched instead of read from the zip"
     run_workflow(bundle, datalist=[{"image": str(t1_crop), "id": "t1_crop"}], output_dir=str(tmp_path / "repo"))
     ours = np.asarray(nib.load(str(written)).dataobj)
     reference = np.asarray(nib.load(str(tmp_path / "repo" / "t1_crop_seg.nii.gz")).dataobj)

@@ -70,9 +70,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 """Forward-pass variants timed against the naive baseline on each device (same input, same run)."""
 
 
-def _variants(network: torch.nn.Module, batch: torch.Tensor, baseline: torch.Tensor, repeats: int) -> dict[str, dict]:
-    """Seconds, speed-up over the naive forward and label agreement with it, for each device variant."""
-    from neurobundles.inferers import FullVolumeInferer, cpu_kernel
+def _variants(
+    network: torch.nn.Module, batch: torch.Tensor, baseline: torch.Tensor, repeats: int, vote_samples: int = 512
+) -> dict[str, dict]:
+    """Seconds, speed-up over the naive forward and label agreement with it, for each device variant, and
+    for the sub-volume majority vote (another method, so its agreement measures the method, not a bug)."""
+    from neurobundles.inferers import FullVolumeInferer, MajorityVoteInferer, cpu_kernel
 
     results = {}
     for name, settings in VARIANTS[batch.device.type].items():
@@ -82,6 +85,12 @@ def _variants(network: torch.nn.Module, batch: torch.Tensor, baseline: torch.Ten
         seconds, labels = _median_seconds(lambda i=inferer: i(batch, network), batch.device, repeats)
         results[name] = {"seconds": seconds, "agreement": float((labels == baseline).float().mean())}
     network.to(memory_format=torch.contiguous_format)
+    vote = MajorityVoteInferer(roi_size=38, num_samples=vote_samples)
+    seconds, labels = _median_seconds(lambda: vote(batch, network), batch.device, repeats)
+    results[f"majority vote, {vote_samples} × 38³"] = {
+        "seconds": seconds,
+        "agreement": float((labels == baseline).float().mean()),
+    }
     return results
 
 

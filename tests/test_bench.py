@@ -1,0 +1,22 @@
+"""The benchmark's variants run and agree with the naive baseline (timings themselves are never asserted)."""
+
+from __future__ import annotations
+
+import torch
+
+from neurobundles import bench
+from neurobundles.networks import MeshNet
+
+
+def test_every_cpu_variant_runs_and_the_exact_ones_agree_with_the_baseline():
+    torch.manual_seed(0)
+    network = MeshNet(channels=5, dilations=[1, 2, 4], out_channels=3).eval()
+    batch = torch.rand(1, 1, 40, 40, 44)
+    with torch.no_grad():
+        baseline = bench._naive_forward(network)(batch).float()
+        variants = bench._variants(network, batch, baseline, repeats=1, vote_samples=4)
+    assert "channels-last fp32 (oneDNN)" in variants and "majority vote, 4 × 38³" in variants
+    for name, values in variants.items():
+        assert values["seconds"] > 0
+        if "fp32" in name:
+            assert values["agreement"] >= 0.999, name
