@@ -141,14 +141,20 @@ def compiled_features(network: nn.Module, inputs: torch.Tensor, threads: int | N
         return None
     threads = threads or torch.get_num_threads()
     values = inputs.contiguous()
+    spare: torch.Tensor | None = None  # the previous layer's input: reused as an output buffer, since
+    # first-touch page faults of a fresh 256³ buffer cost about as much as a fast layer's arithmetic
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for block in network.features:
             conv, rest = _conv_and_rest(block)
             kernel = _kernel(conv.in_channels, conv.out_channels)
             if kernel is None:
                 return None
+            shape = (values.shape[0], conv.out_channels, *values.shape[2:])
+            out = spare if spare is not None and spare.shape == shape else torch.empty(shape, dtype=torch.float32)
             fuse_relu = len(rest) == 1 and _is_relu(rest[0])
-            values = _convolve(kernel, conv, values, fuse_relu, pool, threads)
+            _convolve(kernel, conv, values, out, fuse_relu, pool, threads)
+            spare = values if values.data_ptr() != inputs.data_ptr() else None
+            values = out
             for module in [] if fuse_relu else rest:
                 values = module(values)
     return values
@@ -158,15 +164,16 @@ def _convolve(
     kernel: ctypes._CFuncPtr,
     conv: nn.Conv3d,
     values: torch.Tensor,
+    out: torch.Tensor,
     relu: bool,
     pool: ThreadPoolExecutor,
     threads: int,
-) -> torch.Tensor:
+) -> None:
+    """``out = conv(values)`` (+ ReLU), depth split across the pool's threads (ctypes releases the GIL)."""
     batch, _, depth, height, width = values.shape
     values = values.contiguous()
     weight = conv.weight.detach().reshape(conv.out_channels, conv.in_channels, 27).contiguous()
     bias = conv.bias.detach().contiguous() if conv.bias is not None else torch.zeros(conv.out_channels)
-    out = torch.empty((batch, conv.out_channels, depth, height, width), dtype=torch.float32)
     bounds = [depth * i // threads for i in range(threads + 1)]
     for item in range(batch):
         source, target = values[item], out[item]
@@ -190,4 +197,3 @@ def _convolve(
         ]
         for job in jobs:
             job.result()
-    return out

@@ -25,6 +25,8 @@ static inline vec load_row(const float *row, int x, int width)
         memcpy(&v, row + x, sizeof v);
         return v;
     }
+    if (x + VL <= 0 || x >= width)
+        return (vec){0};
     float lanes[VL];
     for (int i = 0; i < VL; ++i)
         lanes[i] = (x + i >= 0 && x + i < width) ? row[x + i] : 0.0f;

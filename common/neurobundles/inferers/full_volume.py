@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,7 +86,8 @@ class FullVolumeInferer(Inferer):
             return None
         if self.argmax:
             return self._chunked_argmax(network, features)
-        return network.head(features).float()
+        head = _pointwise_head(network.head)
+        return (head(features) if head else network.head(features)).float()
 
     def _torch(self, values: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         device_type = values.device.type
@@ -105,10 +107,32 @@ class FullVolumeInferer(Inferer):
 
     def _chunked_argmax(self, network: nn.Module, features: torch.Tensor) -> torch.Tensor:
         out = torch.empty((features.shape[0], 1, *features.shape[2:]), dtype=torch.float32, device=features.device)
+        head = _pointwise_head(network.head)
         for start in range(0, features.shape[2], self.head_chunk):
-            part = slice(start, start + self.head_chunk)
-            out[:, :, part] = _labels(network.head(features[:, :, part]))
+            part = features[:, :, start : start + self.head_chunk]
+            out[:, :, start : start + self.head_chunk] = _labels(head(part) if head else network.head(part))
         return out
+
+
+def _pointwise_head(head: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A head that is one 1×1×1 convolution, as a matrix product over channels (``einsum``).
+
+    PyTorch's CPU convolution spends 0.11 s per 32 slices of 256² on a 5→3 channel 1×1×1 convolution that
+    ``einsum`` does in 0.02 s, in either memory layout: the head would cost as much as MeshNet's layers.
+    """
+    leaves = [m for m in head.modules() if not list(m.children())]
+    if len(leaves) != 1 or not isinstance(leaves[0], nn.Conv3d):
+        return None
+    conv = leaves[0]
+    if conv.kernel_size != (1, 1, 1) or conv.stride != (1, 1, 1) or conv.groups != 1 or conv.padding != (0, 0, 0):
+        return None
+
+    def logits(features: torch.Tensor) -> torch.Tensor:
+        weight = conv.weight.reshape(conv.out_channels, conv.in_channels).to(features.dtype)
+        out = torch.einsum("oc,bc...->bo...", weight, features)
+        return out if conv.bias is None else out + conv.bias.to(out.dtype).view(1, -1, 1, 1, 1)
+
+    return logits
 
 
 def _labels(logits: torch.Tensor) -> torch.Tensor:
