@@ -94,3 +94,17 @@ def test_training_keeps_the_autograd_path():
     assert logits.requires_grad  # gradients flow: the kernel (no autograd) was not used
     with pytest.raises(RuntimeError, match="inference"):
         FullVolumeInferer(compiled=True)(inputs, network)
+
+
+@needs_kernel
+def test_automatic_choice_takes_the_kernel_for_narrow_networks_only(monkeypatch):
+    calls = []
+    original = cpu_kernel.compiled_features
+    monkeypatch.setattr(cpu_kernel, "compiled_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    inputs = torch.randn(1, 1, 8, 8, 8)
+    for channels, expected_calls in [(5, 1), (cpu_kernel.NARROW + 1, 1)]:  # the wide one must not add a call
+        network = MeshNet(channels=channels, dilations=[1, 2]).eval()
+        assert cpu_kernel.pays(network) == (channels <= cpu_kernel.NARROW)
+        with torch.no_grad():
+            torch.testing.assert_close(FullVolumeInferer()(inputs, network), network(inputs), rtol=1e-4, atol=1e-4)
+        assert len(calls) == expected_calls

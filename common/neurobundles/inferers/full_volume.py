@@ -25,10 +25,10 @@ class FullVolumeInferer(Inferer):
 
     Args:
         compiled: on CPU, run MeshNet's dilated layers through the compiled direct-convolution
-            kernel (:mod:`neurobundles.inferers.cpu_kernel`, about 2× faster than oneDNN for these
-            channel counts). ``None``: whenever it applies (CPU, fp32, a C compiler present, a
-            MeshNet-like ``features``), else fall back silently; ``True``: insist (error otherwise);
-            ``False``: never.
+            kernel (:mod:`neurobundles.inferers.cpu_kernel`; 3× oneDNN channels-last for the 5-channel
+            tissue model). ``None``: where it applies and pays (CPU, fp32 inference, a C compiler, a
+            MeshNet-like ``features`` no wider than ``cpu_kernel.NARROW`` channels), else PyTorch;
+            ``True``: insist (error otherwise); ``False``: never.
         channels_last: use ``torch.channels_last_3d`` (``None``: on CPU only, where oneDNN's
             dilated convolutions run about 2.7× faster in that layout than in the default one).
         amp: autocast to ``amp_dtype`` (``None``: on CUDA only).
@@ -73,7 +73,9 @@ class FullVolumeInferer(Inferer):
         """The compiled-kernel path, or ``None`` where it does not apply (and was not insisted on)."""
         amp = values.device.type == "cuda" if self.amp is None else self.amp
         training = network.training or (torch.is_grad_enabled() and values.requires_grad)
-        if self.compiled is False or (self.compiled is None and (values.device.type != "cpu" or amp or training)):
+        if self.compiled is False:
+            return None
+        if self.compiled is None and (values.device.type != "cpu" or amp or training or not cpu_kernel.pays(network)):
             return None
         features = None if training else cpu_kernel.compiled_features(network, values)
         if features is None:
