@@ -22,6 +22,14 @@ def check_pair(image: Path, label: Path) -> None:
         raise ValueError(f"{label}: affine differs from {image}'s; the label map is not in the image's space.")
 
 
+def with_label(item: dict[str, str], label: Path, subject: str) -> dict[str, str]:
+    """``item`` plus its ``label`` path, once the file exists and lies on the image's grid."""
+    if not label.is_file():
+        raise FileNotFoundError(f"{label}: label map missing for subject {subject}.")
+    check_pair(Path(item["image"]), label)
+    return {**item, "label": str(label)}
+
+
 def freesurfer_datalist(
     root: str | Path,
     image: str | Sequence[str] = ("orig.mgz", "T1.mgz"),
@@ -50,13 +58,7 @@ def freesurfer_datalist(
                 continue
             raise FileNotFoundError(f"{mri}: none of {', '.join(candidates)} exists for subject {name}.")
         item = {"image": str(found), "id": name}
-        if label is not None:
-            label_path = mri / label
-            if not label_path.is_file():
-                raise FileNotFoundError(f"{label_path}: label map missing for subject {name}.")
-            check_pair(found, label_path)
-            item["label"] = str(label_path)
-        items.append(item)
+        items.append(item if label is None else with_label(item, mri / label, name))
     if not items:
         raise FileNotFoundError(f"{root}: no subject folder with mri/{' or mri/'.join(candidates)}.")
     return items

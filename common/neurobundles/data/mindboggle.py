@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .freesurfer import check_pair
+from .freesurfer import with_label
 
 __all__ = ["GROUP_SUFFIX", "MINDBOGGLE_IMAGE", "MINDBOGGLE_LABEL", "mindboggle_datalist"]
 
@@ -77,13 +77,7 @@ def mindboggle_datalist(
         if not image_path.is_file():
             raise FileNotFoundError(f"{image_path}: image missing for subject {name}.")
         item = {"image": str(image_path), "id": name, "group": group}
-        if label is not None:
-            label_path = folder / label
-            if not label_path.is_file():
-                raise FileNotFoundError(f"{label_path}: label map missing for subject {name}.")
-            check_pair(image_path, label_path)
-            item["label"] = str(label_path)
-        items.append(item)
+        items.append(item if label is None else with_label(item, folder / label, name))
     if not items:
         raise FileNotFoundError(f"{root}: the group folders hold no subject folder.")
     return items
