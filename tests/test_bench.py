@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from neurobundles import bench
@@ -20,3 +21,11 @@ def test_every_cpu_variant_runs_and_the_exact_ones_agree_with_the_baseline():
         assert values["seconds"] > 0
         if "fp32" in name:
             assert values["agreement"] >= 0.999, name
+
+
+@pytest.mark.slow
+def test_cohort_throughput_segments_every_volume_of_the_folder(t1_crop):
+    # the copies must each be segmented: a rate over one volume reported for two would pass unnoticed
+    rates = bench.cohort_throughput("meshnet_hcp_tissue", 2, image=str(t1_crop))
+    assert set(rates) == set(bench.LOADERS)
+    assert all(rate > 0 for rate in rates.values())

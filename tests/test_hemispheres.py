@@ -1,5 +1,6 @@
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.data import MetaTensor
 
@@ -41,3 +42,15 @@ def test_classes_are_split_into_left_and_right_ids(tmp_path):
     assert set(np.unique(out[0, 2:8].numpy())) == {17}
     assert set(np.unique(out[0, 12:18].numpy())) == {53}
     assert set(np.unique(out[0, 9:11, :, 5].numpy())) == {16}
+
+
+@pytest.mark.parametrize("bad", [3.0, -1.0, 70000.0, float("nan")])
+def test_class_indices_outside_the_table_are_refused_not_wrapped(tmp_path, bad):
+    # 70000 would wrap to a valid int16 index if the range were checked after the cast
+    lut = {0: LutEntry("Unknown", (0, 0, 0)), 2: LutEntry("WM", (1, 1, 1)), 3: LutEntry("GM", (2, 2, 2))}
+    write_lut(tmp_path / "lut.txt", lut)
+    table = LabelTable({"0": "background", "1": "WM", "2": "GM"}, tmp_path / "lut.txt")
+    classes = torch.zeros(1, 4, 4, 4)
+    classes[0, 1, 1, 1] = bad
+    with pytest.raises(ValueError, match=r"class index outside 0\.\.2"):
+        ClassesToLabels(table)(classes)

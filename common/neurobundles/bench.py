@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -175,22 +176,30 @@ LOADERS = {
 def cohort_throughput(
     bundle: str, volumes: int, image: str | None = None, device: str | None = None
 ) -> dict[str, float]:
-    """Volumes per second for a folder of ``volumes`` copies of one image, per data loader."""
+    """Volumes per second for a folder of ``volumes`` copies of one image, per data loader.
+
+    The copies are real files: the datalist rightly segments a file once however many links point to it.
+    """
     source = Path(image) if image else hub.fetch_sample("t1_crop")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         inputs = Path(folder) / "inputs"
         inputs.mkdir()
         for index in range(volumes):
-            (inputs / f"subject{index:03d}{''.join(source.suffixes)}").symlink_to(source.resolve())
+            shutil.copyfile(source, inputs / f"subject{index:03d}{''.join(source.suffixes)}")
         for name, loader in LOADERS.items():
-            override: dict[str, Any] = {"dataset_dir": str(inputs), "output_dir": str(Path(folder) / "out")}
+            output_dir = Path(folder) / "out" / str(len(results))
+            override: dict[str, Any] = {"dataset_dir": str(inputs), "output_dir": str(output_dir)}
             override["dataloader"] = {**loader, "dataset": "@dataset", "batch_size": 1, "shuffle": False}
             if device:
                 override["device"] = f"$torch.device({device!r})"
             start = time.perf_counter()
             bundles.run_workflow(bundle, "inference", **override)
-            results[name] = volumes / (time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            written = len(list(output_dir.glob("*_volumes.csv")))  # one per segmented volume
+            if written != volumes:
+                raise RuntimeError(f"{name}: {written} volumes segmented of {volumes}; the rate would be wrong.")
+            results[name] = volumes / seconds
     return results
 
 

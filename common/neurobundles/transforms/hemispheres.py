@@ -53,21 +53,23 @@ class ClassesToLabels(Transform):
 
     def __init__(self, table: LabelTable) -> None:
         self.table = table
-        self.lookup = np.array([values[0] for values in table.class_values], dtype=np.int64)
+        # float32 holds every FreeSurfer id exactly; looking up straight into it from int16 indices keeps
+        # the 256³ temporaries small, whose first-touch page faults otherwise cost more than the lookup
+        self.lookup = np.array([values[0] for values in table.class_values], dtype=np.float32)
         self.right = {index: values[1] for index, values in enumerate(table.class_values) if len(values) == 2}
 
     def __call__(self, classes: torch.Tensor) -> torch.Tensor:
         values = classes.detach().cpu().numpy() if isinstance(classes, torch.Tensor) else np.asarray(classes)
-        indices = np.rint(values).astype(np.int64)
-        if indices.min(initial=0) < 0 or indices.max(initial=0) >= len(self.lookup):
+        if values.size and not (values.min() > -0.5 and values.max() < len(self.lookup) - 0.5):  # NaN fails too
             raise ValueError(f"class index outside 0..{len(self.lookup) - 1} for table {self.table.lut_path}.")
+        indices = np.rint(values).astype(np.int16 if len(self.lookup) <= np.iinfo(np.int16).max else np.int64)
         out = self.lookup[indices]
         if self.right:
             affine = classes.affine.numpy() if isinstance(classes, MetaTensor) else np.eye(4)
             right_side = ~left_hemisphere_mask(indices[0] > 0, affine)[None]
             for index, right_value in self.right.items():
                 out[(indices == index) & right_side] = right_value
-        return convert_to_dst_type(out.astype(np.float32), classes)[0]
+        return convert_to_dst_type(out, classes)[0]
 
 
 class ClassesToLabelsd(MapTransform):
