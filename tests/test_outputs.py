@@ -35,6 +35,17 @@ def test_volumes_are_voxel_counts_times_voxel_volume():
     ]
 
 
+@pytest.mark.parametrize("high", [2, 300, 2035, 70000])
+def test_volume_counts_match_a_naive_count_for_every_label_range(high):
+    # uint8 and uint16 ids are counted with bincount, anything else (negative, ≥ 65536) with unique
+    rng = np.random.default_rng(1)
+    values = np.array([0, 1, high, -1 if high == 70000 else high // 2])
+    labels = rng.choice(values, size=(12, 11, 10)).astype(np.float32)
+    names = {int(v): f"label {v}" for v in values}
+    rows = label_volumes(labels, np.eye(4), names)
+    assert {row["label"]: row["voxels"] for row in rows} == {int(v): int((labels == v).sum()) for v in values if v != 0}
+
+
 def test_failed_write_leaves_no_file(tmp_path):
     target = tmp_path / "seg.nii.gz"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:

