@@ -37,7 +37,7 @@ def test_volumes_are_voxel_counts_times_voxel_volume():
 
 @pytest.mark.parametrize("high", [2, 300, 2035, 70000])
 def test_volume_counts_match_a_naive_count_for_every_label_range(high):
-    # uint8 and uint16 ids are counted with bincount, anything else (negative, ≥ 65536) with unique
+    # ids in 0..32767 are counted with bincount, anything else (negative, larger) with unique
     rng = np.random.default_rng(1)
     values = np.array([0, 1, high, -1 if high == 70000 else high // 2])
     labels = rng.choice(values, size=(12, 11, 10)).astype(np.float32)

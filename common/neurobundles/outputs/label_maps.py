@@ -50,9 +50,8 @@ def label_volumes(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, st
     """One row per named non-background label: id, name, voxel count and volume in mm³."""
     voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
     flat = labels.reshape(-1)
-    high = flat.max(initial=0)
-    if flat.min(initial=0) >= 0 and high < 65536:  # label ids: count, don't sort (2× faster at 256³)
-        counts = np.bincount(flat.astype(np.uint8 if high < 256 else np.uint16))
+    if flat.min(initial=0) >= 0 and flat.max(initial=0) < 32768:  # label ids: count, don't sort (2× faster at 256³)
+        counts = np.bincount(flat.astype(_label_dtype(flat)))
         found = {int(value): int(counts[value]) for value in np.flatnonzero(counts)}
     else:
         values, counts = np.unique(flat.astype(np.int64), return_counts=True)
