@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``NEUROBUNDLES_DATA`` (default ``../shared/data``); real-data tests skip when it is absent."""
-    from neurobundles.hub import data_dir
+    from neurobundles.paths import data_dir
 
     root = data_dir()
     if root is None or not (root / "brainchop" / "t1_crop.nii.gz").is_file():

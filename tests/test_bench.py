@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurobundles import bench
 from neurobundles.networks import MeshNet
+from neurobundles.tools import bench
 
 
 def test_every_cpu_variant_runs_and_the_exact_ones_agree_with_the_baseline():

@@ -45,7 +45,7 @@ def test_mindgrab_placeholders_resolve_to_groupnorm_gelu(shared_data):
 def test_bundle_network_definition_matches_the_published_model(shared_data):
     from monai.bundle import ConfigParser
 
-    from neurobundles.bundles import bundle_path
+    from neurobundles.zoo import bundle_path
 
     parser = ConfigParser()
     parser.read_config(str(bundle_path("meshnet_hcp_tissue") / "configs" / "inference.json"))

@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurobundles.bundles import bundle_path, load_metadata, run_workflow
 from neurobundles.labels import LabelTable
 from neurobundles.transforms import MapLabels
+from neurobundles.zoo import bundle_path, load_metadata, run_workflow
 from reference import reference_segmentation
 
 pytestmark = pytest.mark.slow

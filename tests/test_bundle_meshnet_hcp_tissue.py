@@ -15,9 +15,9 @@ import pytest
 from scipy import ndimage
 
 from conftest import REPO
-from neurobundles.bundles import run_workflow
 from neurobundles.labels import tissue_map
 from neurobundles.transforms import MapLabels
+from neurobundles.zoo import run_workflow
 from reference import reference_segmentation
 
 pytestmark = pytest.mark.slow

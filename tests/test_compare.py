@@ -11,7 +11,7 @@ import pytest
 
 from layouts import make_mindboggle
 from neurobundles.cli import main
-from neurobundles.report import BUNDLES
+from neurobundles.tools.compare import BUNDLES
 
 TINY = [
     "--volume_size", "24", "--voxel_size", "1.0", "--roi_size", "12", "--crops_per_volume", "2", "--batch_size", "2",

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from neurobundles import conformance
-from neurobundles.bundles import bundle_names, bundle_path
 from neurobundles.cli import main
+from neurobundles.zoo import bundle_names, bundle_path, conformance
 
 BUNDLES = bundle_names()
 TEMPLATE = "meshnet_hcp_tissue"  # the broken fixtures start from this bundle

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurobundles.bundles import load_network
 from neurobundles.inferers import FullVolumeInferer, cpu_kernel
 from neurobundles.networks import BaselineUNet, MeshNet
+from neurobundles.zoo import load_network
 
 needs_kernel = pytest.mark.skipif(not cpu_kernel.kernel_available(), reason="no C compiler for the CPU kernel")
 

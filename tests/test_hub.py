@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from neurobundles import hub
 from neurobundles.errors import WeightsUnavailableError
+from neurobundles.zoo import hub
+from neurobundles.zoo import samples as samples_module
 
 
 @pytest.fixture
@@ -15,6 +16,10 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROBUNDLES_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NEUROBUNDLES_DATA", str(tmp_path / "mirror"))
     return tmp_path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _remote(tmp_path: Path, content: bytes, name="brainchop/m/model.pth", url=None) -> hub.RemoteFile:
@@ -41,7 +46,7 @@ def test_mirror_is_used_before_the_url(isolated):
 def test_corrupt_download_is_rejected_and_not_kept(isolated):
     remote = _remote(isolated, b"weights")
     tampered = hub.RemoteFile(remote.name, remote.url, "0" * 64)
-    with pytest.raises(WeightsUnavailableError, match=r"sha256 is .* expected 0000"):
+    with pytest.raises(WeightsUnavailableError, match=r"sha256 differs from the published 0000"):
         hub.fetch(tampered)
     assert not any((isolated / "home").rglob("model.pth"))
 
@@ -71,22 +76,22 @@ def test_member_of_an_archive_is_extracted_with_its_siblings(isolated, monkeypat
         )
         for name in ("a", "b")
     }
-    monkeypatch.setattr(hub, "SAMPLES", samples)
-    assert hub.fetch_sample("a").read_bytes() == b"A"
+    monkeypatch.setattr(samples_module, "SAMPLES", samples)
+    assert samples_module.fetch_sample("a").read_bytes() == b"A"
     assert hub.is_cached(samples["b"])
     assert not (isolated / "home" / "archives" / "data.whl").exists()
 
 
 def test_bundle_large_files_resolve_to_published_weights(shared_data):
-    from neurobundles.bundles import bundle_path
+    from neurobundles.zoo import bundle_path
 
     root = bundle_path("meshnet_hcp_tissue")
     path = hub.bundle_file(root, "models/model.pth")
-    assert hub.sha256sum(path) == hub.sha256sum(shared_data / "brainchop" / "model5_gw_ae" / "model.pth")
+    assert _sha256(path) == _sha256(shared_data / "brainchop" / "model5_gw_ae" / "model.pth")
 
 
 def test_modified_weights_inside_a_bundle_are_not_used_silently(tmp_path, shared_data):
-    from neurobundles.bundles import bundle_path
+    from neurobundles.zoo import bundle_path
 
     copy = tmp_path / "bundle"
     (copy / "models").mkdir(parents=True)
@@ -97,5 +102,5 @@ def test_modified_weights_inside_a_bundle_are_not_used_silently(tmp_path, shared
 
 
 def test_registered_samples_match_the_shared_data(shared_data):
-    for remote in hub.SAMPLES.values():
-        assert hub.sha256sum(shared_data / remote.name) == remote.sha256, remote.name
+    for remote in samples_module.SAMPLES.values():
+        assert _sha256(shared_data / remote.name) == remote.sha256, remote.name

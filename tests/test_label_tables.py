@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from neurobundles.bundles import bundle_names, bundle_path, load_metadata
 from neurobundles.labels import LabelTable, LutEntry, read_lut, write_lut
+from neurobundles.zoo import bundle_names, bundle_path, load_metadata
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from neurobundles.inferers import MajorityVoteInferer, grid_starts, subvolume_starts
-from neurobundles.transforms.sampling import crop_sigmas
+from neurobundles.inferers import MajorityVoteInferer
+from neurobundles.subvolumes import crop_sigmas, grid_starts, subvolume_starts
 
 
 def _naive_vote(volume: torch.Tensor, network: nn.Module, starts: np.ndarray, roi: tuple[int, ...]) -> np.ndarray:

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -44,3 +47,28 @@ def test_mismatched_channels_and_dilations_are_refused():
 def test_even_kernel_is_refused():
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         MeshNet(kernel_size=2)
+
+
+def test_classifier_in_slabs_equals_the_convolution_and_keeps_gradients():
+    network = MeshNet(in_channels=1, out_channels=7, channels=5, dilations=[1, 2])
+    network.head_slab = 16
+    x = torch.rand(2, 1, 40, 12, 12)
+    features = network.features(x)
+    torch.testing.assert_close(network.classify(features), network.head(features), rtol=1e-5, atol=1e-5)
+    network(x).sum().backward()
+    assert network.head.conv.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_wide_classifier_runs_at_the_declared_256_cube_on_cpu(tmp_path):
+    """PyTorch 2.13's default-layout CPU convolution segfaults on a 1×1×1 conv with 50 outputs over 256³ (the
+    shape the wide bundles' metadata declares, where the Model Zoo's verify_net_in_out runs); MeshNet must not."""
+    script = (
+        "import torch; from neurobundles.networks import MeshNet; torch.manual_seed(0)\n"
+        "n = MeshNet(in_channels=1, out_channels=50, channels=5, dilations=[1]).eval()\n"
+        "with torch.no_grad(): out = n(torch.rand(1, 1, 256, 256, 256))\n"
+        "print(tuple(out.shape), bool(torch.isfinite(out[0, :, ::64, ::64, ::64]).all()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert result.stdout.split() == ["(1,", "50,", "256,", "256,", "256)", "True"]

@@ -24,10 +24,9 @@ import torch
 
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
-from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, run_workflow
-from neurobundles.hub import bundle_remote_files
 from neurobundles.labels import read_lut
-from neurobundles.packaging import export_bundle
+from neurobundles.zoo import bundle_names, bundle_parser, bundle_path, bundle_remote_files, load_metadata, run_workflow
+from neurobundles.zoo.packaging import export_bundle
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.slow]
 

@@ -26,12 +26,20 @@ from monai.bundle import download
 from monai.bundle.scripts import _get_git_release_url
 
 from conftest import REPO
-from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata, load_network, run_workflow
 from neurobundles.cli import main
 from neurobundles.errors import WeightsUnavailableError
-from neurobundles.hub import bundle_file, bundle_remote_files
 from neurobundles.networks import load_pretrained
-from neurobundles.packaging import export_bundle, package, release_url, sha1sum
+from neurobundles.zoo import (
+    bundle_file,
+    bundle_names,
+    bundle_parser,
+    bundle_path,
+    bundle_remote_files,
+    load_metadata,
+    load_network,
+    run_workflow,
+)
+from neurobundles.zoo.packaging import export_bundle, package, release_url, sha1sum
 
 BUNDLES = bundle_names()
 PUBLISHED = [name for name in BUNDLES if bundle_remote_files(bundle_path(name))]
@@ -92,7 +100,7 @@ def test_model_pt_is_a_state_dict_of_network_def_with_the_published_weights(rele
     parser = bundle_parser(bundle)
     network_def = parser.get_parsed_content("network_def")
     network_def.load_state_dict(state, strict=True)
-    published = bundle_parser(bundle, device="$torch.device('cpu')").get_parsed_content("network").state_dict()
+    published = load_network(bundle).state_dict()
     assert state.keys() == published.keys()
     assert all(torch.equal(state[key], published[key]) for key in state)
     assert load_pretrained(parser.get_parsed_content("network_def"), tmp_path / bundle / "models" / "model.pt")
@@ -165,7 +173,7 @@ def _fetched(home: Path) -> list[Path]:
 def test_downloaded_bundle_loads_its_weights_offline_without_this_repository(release, server, bundle, tmp_path):
     bundle_dir = _download(server[1], bundle, tmp_path / "downloads")
     env, home = _isolated_env(tmp_path)
-    script = "import sys, torch; from neurobundles.bundles import load_network; "
+    script = "import sys, torch; from neurobundles.zoo import load_network; "
     script += "torch.save(load_network(sys.argv[1]).state_dict(), sys.argv[2])"
     subprocess.run([sys.executable, "-c", script, str(bundle_dir), str(tmp_path / "state.pt")], env=env, check=True)
     assert not _fetched(home), "weights were fetched instead of read from the zip"

@@ -9,8 +9,8 @@ from monai.data import DataLoader, MetaTensor, PatchDataset
 from monai.utils import set_determinism
 from scipy import stats
 
-from neurobundles.transforms import RandGaussianCrop, RandGaussianCropd, gaussian_crop_starts
-from neurobundles.transforms.sampling import crop_sigmas
+from neurobundles.subvolumes import crop_sigmas, gaussian_crop_starts
+from neurobundles.transforms import RandGaussianCrop, RandGaussianCropd
 
 
 def _centres(shape, roi, count, seed=0, **kwargs):

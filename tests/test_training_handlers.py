@@ -11,10 +11,10 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, LrScheduleHandler, StatsHandler, ValidationHandler
 
-from neurobundles.bundles import trained_checkpoint
 from neurobundles.errors import WeightsUnavailableError
+from neurobundles.handlers import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
 from neurobundles.losses import CrossEntropyLoss
-from neurobundles.training import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
+from neurobundles.zoo import trained_checkpoint
 
 
 def test_cross_entropy_takes_channel_first_label_maps():

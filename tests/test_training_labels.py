@@ -11,9 +11,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from neurobundles.bundles import bundle_names, bundle_parser, bundle_path, load_metadata
 from neurobundles.labels import DKT31_IDS, LabelTable, dkt31_map, tissue_map
 from neurobundles.transforms import ClassesToLabels, MapLabels
+from neurobundles.zoo import bundle_names, bundle_parser, bundle_path, load_metadata
 
 TRAINABLE = [name for name in bundle_names() if (bundle_path(name) / "configs" / "train.json").is_file()]
 

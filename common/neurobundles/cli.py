@@ -10,10 +10,12 @@ from pathlib import Path
 
 import fire
 
-from neurobundles import bundles, conformance, hub, packaging, report
+from neurobundles import zoo
 from neurobundles.data import image_datalist
 from neurobundles.errors import InvalidImageError, OutputNotWritableError, WeightsUnavailableError
 from neurobundles.outputs import ensure_writable_dir
+from neurobundles.tools import compare as compare_tool
+from neurobundles.zoo import conformance, packaging
 
 __all__ = ["main", "segment"]
 
@@ -64,7 +66,7 @@ def segment(
     if brain_crop:
         override["inferer"] = "@brain_crop_inferer"
     try:
-        bundles.run_workflow(bundle, "inference", **override)
+        zoo.run_workflow(bundle, "inference", **override)
     except Exception as error:
         actionable = _user_error(error)
         if actionable is not None:
@@ -120,11 +122,11 @@ class Commands:
 
     def list(self) -> None:
         """List the bundles, their labels, and whether their weights are already cached."""
-        for name in bundles.bundle_names():
-            meta = bundles.load_metadata(name)
-            root = bundles.bundle_path(name)
-            files = hub.bundle_remote_files(root)
-            cached = all((root / path).is_file() or hub.is_cached(remote) for path, remote in files.items())
+        for name in zoo.bundle_names():
+            meta = zoo.load_metadata(name)
+            root = zoo.bundle_path(name)
+            files = zoo.bundle_remote_files(root)
+            cached = all((root / path).is_file() or zoo.is_cached(remote) for path, remote in files.items())
             labels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
             if files:
                 state = f"weights {'cached' if cached else 'not cached'}"
@@ -137,7 +139,7 @@ class Commands:
     def demo(self, output: str = "neurobundles_demo", bundle: str = DEFAULT_BUNDLE) -> None:
         """Fetch a real T1 MRI (brainchop's t1_crop.nii.gz), segment it, and print the volumes."""
         try:
-            sample = hub.fetch_sample("t1_crop")
+            sample = zoo.fetch_sample("t1_crop")
         except WeightsUnavailableError as error:
             raise UserError(str(error)) from error
         self.segment(str(sample), bundle=bundle, output=output)
@@ -149,7 +151,7 @@ class Commands:
             names: bundle names or folders.
         """
         failed = []
-        for name in names or bundles.bundle_names():
+        for name in names or zoo.bundle_names():
             for check, problem in conformance.check_bundle(name).items():
                 print(f"{'FAIL' if problem else 'ok  '}  {name}  {check}" + (f": {problem}" if problem else ""))
                 if problem:
@@ -188,7 +190,7 @@ class Commands:
             base_url: or any URL the zips will be served from.
             index: model_info.json to update instead (the repository's models/model_info.json).
         """
-        for name in names or bundles.bundle_names():
+        for name in names or zoo.bundle_names():
             try:
                 print(packaging.package(name, output, repo=repo, base_url=base_url, index=index))
             except (WeightsUnavailableError, ValueError) as error:
@@ -206,7 +208,7 @@ class Commands:
         """Train MeshNet and the U-Net baseline on the same subjects and print them side by side.
 
         Parameters, checkpoint size, sub-volumes/s, seconds per full volume, training time and Dice per class;
-        also written to OUTPUT/compare.json and OUTPUT/compare.csv. See neurobundles.report for every option.
+        also written to OUTPUT/compare.json and OUTPUT/compare.csv. See neurobundles.tools.compare for every option.
 
         Args:
             dataset_dir: Mindboggle-101 folder (or a FreeSurfer subjects folder with --layout freesurfer).
@@ -218,10 +220,10 @@ class Commands:
             options: --valid, --test, --split_file, --max_epochs, --crops_per_volume, --volume_size, ...
         """
         try:
-            results = report.compare(dataset_dir, output, layout, recipe=recipe, device=device, **options)
+            results = compare_tool.compare(dataset_dir, output, layout, recipe=recipe, device=device, **options)
         except (FileNotFoundError, ValueError) as error:
             raise UserError(str(error)) from error
-        print(report.format_table(results, tuple(options.get("bundle_names", report.BUNDLES))))
+        print(compare_tool.format_table(results, tuple(options.get("bundle_names", compare_tool.BUNDLES))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

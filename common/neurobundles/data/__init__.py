@@ -3,7 +3,7 @@ from .folders import image_datalist, is_image_file, unique_ids
 from .freesurfer import check_pair, freesurfer_datalist
 from .mindboggle import MINDBOGGLE_IMAGE, MINDBOGGLE_LABEL, mindboggle_datalist
 from .prefetch import PrefetchDataLoader
-from .splits import SPLITS, save_split, split_datalist
+from .splits import SPLITS, held_out, save_split, split_datalist
 
 __all__ = [
     "MINDBOGGLE_IMAGE",
@@ -13,6 +13,7 @@ __all__ = [
     "ShardedCacheDataset",
     "check_pair",
     "freesurfer_datalist",
+    "held_out",
     "image_datalist",
     "is_image_file",
     "mindboggle_datalist",

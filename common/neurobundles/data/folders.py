@@ -8,13 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from neurobundles.outputs.label_maps import IMAGE_SUFFIXES, image_stem
+from neurobundles.filenames import IMAGE_SUFFIXES, image_stem, is_image_file
 
 __all__ = ["image_datalist", "is_image_file", "unique_ids"]
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.lower().endswith(".hdr")
 
 
 def _expand(entry: str | Path, recursive: bool) -> list[Path]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from neurobundles.atomic import atomic_write_text
 
-__all__ = ["SPLITS", "save_split", "split_datalist"]
+__all__ = ["SPLITS", "held_out", "save_split", "split_datalist"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -101,3 +101,14 @@ def save_split(split: Mapping[str, Sequence[dict]], path: str | Path) -> Mapping
     ids = {name: [str(item["id"]) for item in split.get(name, [])] for name in SPLITS}
     atomic_write_text(path, json.dumps(ids, indent=2) + "\n")
     return split
+
+
+def held_out(datalist: Sequence[dict], split_file: str | Path) -> list[dict]:
+    """The test subjects of ``split_file`` when it exists (a model trained with that split), else every subject.
+
+    Evaluation configs score a model trained by ``train.json`` on the subjects it never saw, and published
+    weights on the whole dataset.
+    """
+    if not Path(split_file).is_file():
+        return list(datalist)
+    return split_datalist(datalist, lists=split_file)["test"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.transforms import generate_spatial_bounding_box
 from torch import nn
 
 from .full_volume import FullVolumeInferer
@@ -15,16 +17,14 @@ __all__ = ["BrainCropInferer", "brain_box"]
 
 
 def brain_box(mask: torch.Tensor, margin: int) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of a 3D boolean ``mask`` grown by ``margin`` voxels, or None if empty."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = torch.nonzero(mask.any(dim=other[1]).any(dim=other[0]))
-        if present.numel() == 0:
-            return None
-        low, high = int(present.min()), int(present.max()) + 1
-        box.append(slice(max(low - margin, 0), min(high + margin, mask.shape[axis])))
-    return tuple(box)
+    """Slices of the bounding box of a 3D boolean ``mask`` grown by ``margin`` voxels, or None if empty.
+
+    MONAI's ``generate_spatial_bounding_box`` finds the box; this only clips it to the volume.
+    """
+    if not bool(mask.any()):
+        return None
+    start, end = generate_spatial_bounding_box(mask[None], margin=margin)
+    return tuple(slice(max(low, 0), min(high, size)) for low, high, size in zip(start, end, mask.shape))
 
 
 class BrainCropInferer(Inferer):
@@ -36,7 +36,8 @@ class BrainCropInferer(Inferer):
 
     Args:
         mask_network: brain-extraction network whose class 1 is brain (e.g. ``meshnet_hcp_brainmask``'s),
-            fed the same preprocessed image.
+            fed the same preprocessed image; or a function returning it, called on first use, so a config that
+            merely defines this inferer loads nothing.
         margin: voxels added around the brain's bounding box.
         mask_outside: also set every voxel outside the brain mask to background, which removes labels
             a model puts on scalp or skull (brainchop's web app does this for some models).
@@ -44,13 +45,23 @@ class BrainCropInferer(Inferer):
     """
 
     def __init__(
-        self, mask_network: nn.Module, margin: int = 8, mask_outside: bool = False, inferer: Inferer | None = None
+        self,
+        mask_network: nn.Module | Callable[[], nn.Module],
+        margin: int = 8,
+        mask_outside: bool = False,
+        inferer: Inferer | None = None,
     ) -> None:
         super().__init__()
-        self.mask_network = mask_network.eval()
+        self._mask_network = mask_network
         self.margin = margin
         self.mask_outside = mask_outside
         self.inferer = inferer or FullVolumeInferer(argmax=True)
+
+    @property
+    def mask_network(self) -> nn.Module:
+        if not isinstance(self._mask_network, nn.Module):
+            self._mask_network = self._mask_network()
+        return self._mask_network.eval()
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         brain = self.inferer(inputs, self.mask_network) > 0

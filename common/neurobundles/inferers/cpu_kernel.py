@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from neurobundles import hub
+from neurobundles.paths import kernels_dir
 
 __all__ = ["compiled_features", "kernel_available", "pays", "supports"]
 
@@ -68,7 +68,7 @@ def _kernel(in_channels: int, out_channels: int) -> ctypes._CFuncPtr | None:
         return None
     defines = [f"-DCI={in_channels}", f"-DCO={out_channels}", f"-DCOB={_register_block(out_channels)}"]
     key = hashlib.sha256("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, *defines, _cpu_signature()]).encode())
-    library = hub.cache_dir() / "kernels" / f"dilated_conv3d_{in_channels}x{out_channels}_{key.hexdigest()[:16]}.so"
+    library = kernels_dir() / f"dilated_conv3d_{in_channels}x{out_channels}_{key.hexdigest()[:16]}.so"
     if not library.is_file():
         try:
             library.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -94,18 +95,16 @@ class FullVolumeInferer(Inferer):
     def _torch(self, values: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         device_type = values.device.type
         channels_last = device_type == "cpu" if self.channels_last is None else self.channels_last
-        if channels_last and values.ndim == 5:
-            network.to(memory_format=torch.channels_last_3d)
-            values = values.contiguous(memory_format=torch.channels_last_3d)
         amp = device_type == "cuda" if self.amp is None else self.amp
-        with torch.autocast(device_type, dtype=self.amp_dtype, enabled=amp):
-            if self.argmax and hasattr(network, "features") and hasattr(network, "head"):
-                out = self._chunked_argmax(network, network.features(values, *args, **kwargs))
-            elif self.argmax:
-                out = _labels(network(values, *args, **kwargs))
-            else:
-                out = network(values, *args, **kwargs).float()
-        return out
+        with _memory_format(network, channels_last and values.ndim == 5):
+            if channels_last and values.ndim == 5:
+                values = values.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device_type, dtype=self.amp_dtype, enabled=amp):
+                if self.argmax and hasattr(network, "features") and hasattr(network, "head"):
+                    return self._chunked_argmax(network, network.features(values, *args, **kwargs))
+                if self.argmax:
+                    return _labels(network(values, *args, **kwargs))
+                return network(values, *args, **kwargs).float()
 
     def _chunked_argmax(self, network: nn.Module, features: torch.Tensor) -> torch.Tensor:
         out = torch.empty((features.shape[0], 1, *features.shape[2:]), dtype=torch.float32, device=features.device)
@@ -114,6 +113,27 @@ class FullVolumeInferer(Inferer):
             part = features[:, :, start : start + self.head_chunk]
             out[:, :, start : start + self.head_chunk] = _labels(head(part) if head else network.head(part))
         return out
+
+
+@contextmanager
+def _memory_format(network: nn.Module, channels_last: bool) -> Iterator[None]:
+    """Run ``network`` with channels-last 3D weights, and leave the caller's network as it was afterwards.
+
+    Converting MeshNet's weights costs microseconds; a network that stays converted surprises its owner
+    (a training loop, a benchmark's baseline).
+    """
+    weights = [p for p in network.parameters() if p.ndim == 5]
+    converted = [p for p in weights if not p.is_contiguous(memory_format=torch.channels_last_3d)]
+    if not channels_last or not converted:
+        yield
+        return
+    network.to(memory_format=torch.channels_last_3d)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter in converted:
+                parameter.data = parameter.data.contiguous()
 
 
 def _pointwise_head(head: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:

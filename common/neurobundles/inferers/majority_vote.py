@@ -8,7 +8,6 @@ it. Ties and voxels no cube reached are background. Votes are counted on the dev
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,34 +18,9 @@ from monai.inferers import Inferer
 from torch import nn
 
 from neurobundles.inferers.full_volume import FullVolumeInferer
-from neurobundles.transforms.sampling import crop_sigmas, gaussian_crop_starts
+from neurobundles.subvolumes import crop_sigmas, subvolume_starts
 
-__all__ = ["MajorityVoteInferer", "grid_starts", "subvolume_starts"]
-
-
-def grid_starts(spatial_shape: Sequence[int], roi_size: Sequence[int]) -> np.ndarray:
-    """First voxels of the non-overlapping cubes of a grid centred in the volume (the remainder is split
-    evenly over both borders, as in the original code); ``(n, ndim)``, in C order."""
-    axes = []
-    for size, roi in zip(spatial_shape, roi_size):
-        if roi > size:
-            raise ValueError(f"sub-volumes of {tuple(roi_size)} do not fit in a volume of {tuple(spatial_shape)}.")
-        offset = (size % roi) // 2
-        axes.append(range(offset, size - roi + 1, roi))
-    return np.array(list(itertools.product(*axes)), dtype=np.int64).reshape(-1, len(spatial_shape))
-
-
-def subvolume_starts(
-    spatial_shape: Sequence[int],
-    roi_size: Sequence[int],
-    num_samples: int,
-    rng: np.random.Generator,
-    sigmas: Sequence[float] | np.ndarray,
-) -> np.ndarray:
-    """The grid, then Gaussian-centred cubes (as in training) until there are ``num_samples`` in all."""
-    grid = grid_starts(spatial_shape, roi_size)
-    extra = max(int(num_samples) - len(grid), 0)
-    return np.concatenate([grid, gaussian_crop_starts(spatial_shape, roi_size, extra, rng, sigmas)])
+__all__ = ["MajorityVoteInferer"]
 
 
 class MajorityVoteInferer(Inferer):

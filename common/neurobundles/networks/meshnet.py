@@ -81,9 +81,32 @@ class MeshNet(nn.Module):
         """The dilated blocks: everything before the classifier."""
         self.head = Convolution(spatial_dims, previous, out_channels, kernel_size=1, bias=final_bias, conv_only=True)
         """The final 1×1×1 convolution to class logits (pointwise, so it can run in chunks)."""
+        self.head_slab = 32
+        """Slices per call of the classifier on CPU (see :meth:`classify`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.classify(self.features(x))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The 1×1×1 classifier; on CPU a matrix product over channels, ``head_slab`` slices at a time.
+
+        PyTorch's CPU convolution in the default memory layout crashes (segmentation fault, PyTorch 2.13) on a
+        1×1×1 convolution with 50 or more outputs over a whole 256³ volume, the shape the wide bundles declare.
+        Slabs written into one output keep every step small, and ``einsum`` is 4× faster than that convolution.
+        """
+        if features.device.type != "cpu" or features.shape[2] <= self.head_slab:
+            return self.head(features)
+        conv = self.head.conv
+        weight = conv.weight.reshape(conv.weight.shape[0], conv.weight.shape[1]).to(features.dtype)
+        shape = [features.shape[0], weight.shape[0], features.shape[2], features.shape[3], features.shape[4]]
+        out = features.new_empty(shape)
+        for start in range(0, features.shape[2], self.head_slab):
+            part = torch.einsum("oc,bcdhw->bodhw", weight, features[:, :, start : start + self.head_slab])
+            out[:, :, start : start + self.head_slab] = part
+        bias = conv.bias
+        if bias is not None:
+            out += bias.to(out.dtype).view(1, -1, 1, 1, 1)
+        return out
 
 
 def receptive_field(dilations: Sequence[int], kernel_size: int = 3) -> int:

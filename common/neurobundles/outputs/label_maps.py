@@ -15,6 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from neurobundles.atomic import atomic_save, atomic_write_text, ensure_writable_dir
+from neurobundles.filenames import image_stem
 from neurobundles.labels import LabelTable
 
 __all__ = [
@@ -22,7 +23,6 @@ __all__ = [
     "TOTAL_BRAIN",
     "SaveSegmentationd",
     "brain_volume",
-    "image_stem",
     "label_volumes",
     "save_label_map",
     "volumes_csv",
@@ -33,17 +33,6 @@ logger = logging.getLogger(__name__)
 TOTAL_BRAIN = "EstimatedTotalBrainVolume"
 PLAUSIBLE_BRAIN_CM3 = (800.0, 2200.0)
 """Adult brain volumes outside this range mean the input is probably not a head T1 (or the model failed)."""
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".img", ".hdr", ".img.gz")
-
-
-def image_stem(path: str | Path) -> str:
-    """File name without its (possibly double) image extension: ``sub-01_T1w.nii.gz`` → ``sub-01_T1w``."""
-    name = Path(path).name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def label_volumes(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> list[dict]:

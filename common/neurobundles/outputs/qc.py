@@ -13,9 +13,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from neurobundles.atomic import atomic_save, ensure_writable_dir
+from neurobundles.filenames import image_stem
 from neurobundles.labels import LabelTable
-
-from .label_maps import image_stem
 
 __all__ = ["SaveQCPreviewd", "qc_figure"]
 

@@ -3,7 +3,7 @@ from .hemispheres import ClassesToLabels, ClassesToLabelsd, left_hemisphere_mask
 from .intensity import ConformIntensity, ConformIntensityd, robust_range
 from .io import LoadVolume, LoadVolumed, check_volume
 from .labels import ArgMax, ArgMaxd, KeepLargestComponent, KeepLargestComponentd, MapLabels, MapLabelsd
-from .sampling import RandGaussianCrop, RandGaussianCropd, gaussian_crop_starts
+from .sampling import RandGaussianCrop, RandGaussianCropd
 
 __all__ = [
     "ArgMax",
@@ -24,7 +24,6 @@ __all__ = [
     "RandGaussianCropd",
     "check_volume",
     "conform_affine",
-    "gaussian_crop_starts",
     "left_hemisphere_mask",
     "robust_range",
 ]

@@ -2,7 +2,7 @@
 
     neurobundles compare --dataset_dir /data/Mindboggle101_volumes             # small CPU budget
     neurobundles compare --dataset_dir /data/Mindboggle101_volumes --recipe    # the published recipe (GPU)
-    python -m neurobundles.report --dataset_dir /data/subjects --layout freesurfer
+    python -m neurobundles.tools.compare --dataset_dir /data/subjects --layout freesurfer
 
 Both bundles' own ``train.json`` and ``evaluate.json`` run through MONAI's ``ConfigWorkflow`` with the same
 subjects, split, sub-volumes and budget. The table has parameters, checkpoint size, sub-volumes per second at
@@ -16,19 +16,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import fire
 import torch
 
-from neurobundles import bundles
+from neurobundles import zoo
 from neurobundles.atomic import atomic_write_text
 from neurobundles.data import freesurfer_datalist, mindboggle_datalist, save_split, split_datalist
 from neurobundles.networks import load_pretrained
+
+from .timing import median_seconds
 
 __all__ = ["BUNDLES", "RECIPE", "compare", "format_table", "main"]
 
@@ -39,23 +40,6 @@ SMALL = {"volume_size": 128, "voxel_size": 2.0, "crops_per_volume": 16, "max_epo
 
 RECIPE = {"volume_size": 256, "voxel_size": 1.0, "crops_per_volume": 128, "max_epochs": 30, "num_samples": 512}
 """The published recipe: 1 mm (256³), 128 sub-volumes per brain and epoch, 30 epochs, 512 sub-volumes at inference."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_seconds(step: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    step()  # warm-up: allocations, kernel selection
-    times = []
-    for _ in range(max(repeats, 1)):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def subvolumes_per_second(
@@ -69,7 +53,7 @@ def subvolumes_per_second(
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             network(batch)
 
-    return batch_size / _median_seconds(step, device, repeats)
+    return batch_size / median_seconds(step, repeats)[0]
 
 
 def _datalist(dataset_dir: str | Path, layout: str, label_file: str) -> list[dict]:
@@ -82,7 +66,7 @@ def _datalist(dataset_dir: str | Path, layout: str, label_file: str) -> list[dic
 
 def _evaluate(bundle: str, checkpoint: Path, test: list[dict], output: Path, common: dict, repeats: int) -> dict:
     """Dice on the test subjects (the bundle's evaluate.json) and seconds to segment one full volume."""
-    workflow = bundles.run_workflow(
+    workflow = zoo.run_workflow(
         bundle, ["inference", "evaluate"], ckpt_path=str(checkpoint), datalist=test, output_dir=str(output), **common
     )
     report = json.loads((output / "dice.json").read_text())
@@ -91,7 +75,7 @@ def _evaluate(bundle: str, checkpoint: Path, test: list[dict], output: Path, com
     volume = parser.get_parsed_content("preprocessing")(dict(test[0]))["image"][None].to(device)
     network = parser.get_parsed_content("network").eval()
     inferer = parser.get_parsed_content("inferer")
-    seconds = _median_seconds(lambda: inferer(volume, network), device, repeats)
+    seconds, _ = median_seconds(lambda: inferer(volume, network), repeats)
     return {"dice": report, "volume_seconds": seconds, "device": str(device)}
 
 
@@ -149,7 +133,7 @@ def compare(
     for bundle in bundle_names:
         folder = output / bundle
         start = time.perf_counter()
-        bundles.run_workflow(
+        zoo.run_workflow(
             bundle,
             "train",
             workflow_type="train",
@@ -166,7 +150,7 @@ def compare(
         evaluation = _evaluate(
             bundle, checkpoint, split["test"], folder / "test", {**common, "num_samples": num_samples}, repeats
         )
-        network = load_pretrained(bundles.bundle_parser(bundle).get_parsed_content("network_def"), checkpoint)
+        network = load_pretrained(zoo.bundle_parser(bundle).get_parsed_content("network_def"), checkpoint)
         speed_device = torch.device(evaluation["device"])
         results[bundle] = {
             "parameters": sum(p.numel() for p in network.parameters()),
@@ -238,7 +222,7 @@ def _write(results: dict[str, Any], names: Sequence[str], output: Path) -> None:
 
 
 def main(**kwargs: Any) -> None:
-    """Command line: ``python -m neurobundles.report --dataset_dir ... [--recipe] [--output compare]``."""
+    """Command line: ``python -m neurobundles.tools.compare --dataset_dir ... [--recipe] [--output compare]``."""
     results = compare(**kwargs)
     print(format_table(results, tuple(kwargs.get("bundle_names", BUNDLES))))
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from ignite.engine import Engine, Events
 
+from neurobundles.atomic import atomic_write_text
 from neurobundles.metrics import dice_per_class
-from neurobundles.outputs import TOTAL_BRAIN, atomic_write_text
+from neurobundles.outputs import TOTAL_BRAIN
 
 __all__ = ["CohortVolumes", "DiceReport", "VolumeProgress"]
 

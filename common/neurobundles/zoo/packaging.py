@@ -10,6 +10,7 @@ records the zip's sha1 and URL in the index.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,8 +22,10 @@ from pathlib import Path
 import torch
 
 from neurobundles.atomic import atomic_path, atomic_write_text
-from neurobundles.bundles import bundle_parser, bundle_path
-from neurobundles.hub import bundle_file, bundle_remote_files, file_hash
+
+from .config import load_network
+from .discovery import bundle_path
+from .hub import bundle_file, bundle_remote_files
 
 __all__ = [
     "CHECKPOINT",
@@ -42,22 +45,29 @@ CHECKPOINT = Path("models") / "model.pt"
 """``network_def``'s state dict: what ``ckpt_export`` and MONAI Label load."""
 
 _GENERATED = {"models", "eval", "__pycache__"}
+_SOURCE_ONLY = {"family.json"}
+"""Files that build a bundle in the checkout (its config family values) but are not part of the bundle."""
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same bundle always zips to the same bytes and sha1
 
 
 def sha1sum(path: str | Path) -> str:
     """The zip checksum ``model_info.json`` records (as the MONAI Model Zoo's index does)."""
-    return file_hash(path, "sha1")
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _source_files(root: Path) -> list[Path]:
-    """The bundle's own files: everything but run-time output, fetched weights and hidden files."""
+    """The bundle's own files: everything but run-time output, fetched weights, hidden and source-only files."""
     return sorted(
         path
         for path in root.rglob("*")
         if path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
         and path.relative_to(root).parts[0] not in _GENERATED
+        and path.relative_to(root).as_posix() not in _SOURCE_ONLY
         and "__pycache__" not in path.parts
     )
 
@@ -108,7 +118,7 @@ def write_state_dict(bundle: str | Path, target: str | Path) -> Path:
     The bundle's own ``network`` id loads its published weights (hash-checked), so this works for
     every weight format the bundle accepts; MONAI's tools and MONAI Label read only the result.
     """
-    network = bundle_parser(bundle, device="$torch.device('cpu')").get_parsed_content("network")
+    network = load_network(bundle)
     state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
     buffer = io.BytesIO()  # through a buffer, so the archive's inner folder name (and the zip's sha1) never varies
     torch.save(state, buffer)

@@ -1,6 +1,6 @@
 """Benchmark a bundle's inference, stage by stage, against a naive eager fp32 baseline in the same run.
 
-    python -m neurobundles.bench --bundle meshnet_hcp_tissue --device cpu --repeats 3
+    python -m neurobundles.tools.bench --bundle meshnet_hcp_tissue --device cpu --repeats 3
 
 Every number is the median of ``repeats`` timed runs after one warm-up; ratios compare against the
 baseline measured in the same process on the same input, so they are comparable across machines.
@@ -12,7 +12,6 @@ import copy
 import json
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,26 +22,11 @@ import fire
 import torch
 from monai.transforms import Compose
 
-from neurobundles import bundles, hub
+from neurobundles import zoo
+
+from .timing import median_seconds
 
 __all__ = ["benchmark", "main"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_seconds(step: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, Any]:
-    result = step()  # warm-up (allocations, oneDNN/cuDNN kernel selection)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        result = step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _naive_forward(network: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -89,11 +73,10 @@ def _variants(
         if settings.get("compiled") and not (cpu_kernel.supports(network) and cpu_kernel.kernel_available()):
             continue
         inferer = FullVolumeInferer(argmax=True, **settings)
-        seconds, labels = _median_seconds(lambda i=inferer: i(batch, network), batch.device, repeats)
+        seconds, labels = median_seconds(lambda i=inferer: i(batch, network), repeats)
         results[name] = {"seconds": seconds, "agreement": float((labels == baseline).float().mean())}
-    network.to(memory_format=torch.contiguous_format)
     vote = MajorityVoteInferer(roi_size=38, num_samples=vote_samples)
-    seconds, labels = _median_seconds(lambda: vote(batch, network), batch.device, repeats)
+    seconds, labels = median_seconds(lambda: vote(batch, network), repeats)
     results[f"majority vote, {vote_samples} × 38³"] = {
         "seconds": seconds,
         "agreement": float((labels == baseline).float().mean()),
@@ -112,12 +95,13 @@ def _peak_memory_gb(device: torch.device) -> dict[str, float]:
 
 def benchmark(bundle: str, image: str | None = None, device: str | None = None, repeats: int = 3) -> dict[str, Any]:
     """Time each stage of ``bundle``'s inference config on one image; returns a JSON-able report."""
-    image_path = Path(image) if image else hub.fetch_sample("t1_crop")
+    image_path = Path(image) if image else zoo.fetch_sample("t1_crop")
     with tempfile.TemporaryDirectory() as output_dir:
         override: dict[str, Any] = {"datalist": [{"image": str(image_path), "id": "bench"}], "output_dir": output_dir}
         if device:
             override["device"] = f"$torch.device({device!r})"
-        workflow = bundles.create_workflow(bundle, "inference", **override)
+        workflow = zoo.create_workflow(bundle, "inference", **override)
+        workflow.initialize()  # fetches and loads the weights
         parser = workflow.parser
         target = parser.get_parsed_content("device")
         network = parser.get_parsed_content("network").eval()
@@ -128,23 +112,23 @@ def benchmark(bundle: str, image: str | None = None, device: str | None = None, 
         stages: list[tuple[str, float]] = []
         data: Any = {"image": str(image_path), "id": "bench"}
         for transform in preprocessing.transforms:
-            seconds, data = _median_seconds(lambda t=transform, d=data: t(dict(d)), torch.device("cpu"), repeats)
+            seconds, data = median_seconds(lambda t=transform, d=data: t(dict(d)), repeats)
             stages.append((f"pre: {type(transform).__name__}", seconds))
         batch = data["image"][None].to(target)
 
         with torch.no_grad():
             naive = _naive_forward(network)
-            baseline_forward, baseline_labels = _median_seconds(lambda: naive(batch.as_tensor()), target, repeats)
+            baseline_forward, baseline_labels = median_seconds(lambda: naive(batch.as_tensor()), repeats)
             variants = _variants(network, batch.as_tensor(), baseline_labels.float(), repeats)
             for values in variants.values():
                 values["speedup"] = baseline_forward / values["seconds"]
             if target.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(target)
-            forward, logits = _median_seconds(lambda: inferer(batch, network), target, repeats)
+            forward, logits = median_seconds(lambda: inferer(batch, network), repeats)
         stages.append(("forward (+ argmax)", forward))
         result: Any = {**data, "pred": logits[0].cpu()}
         for transform in postprocessing.transforms:
-            seconds, result = _median_seconds(lambda t=transform, d=result: t(dict(d)), torch.device("cpu"), repeats)
+            seconds, result = median_seconds(lambda t=transform, d=result: t(dict(d)), repeats)
             stages.append((f"post: {type(transform).__name__}", seconds))
 
     end_to_end = sum(seconds for _, seconds in stages)
@@ -186,7 +170,7 @@ def cohort_throughput(
 
     The copies are real files: the datalist rightly segments a file once however many links point to it.
     """
-    source = Path(image) if image else hub.fetch_sample("t1_crop")
+    source = Path(image) if image else zoo.fetch_sample("t1_crop")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         inputs = Path(folder) / "inputs"
@@ -200,7 +184,7 @@ def cohort_throughput(
             if device:
                 override["device"] = f"$torch.device({device!r})"
             start = time.perf_counter()
-            bundles.run_workflow(bundle, "inference", **override)
+            zoo.run_workflow(bundle, "inference", **override)
             seconds = time.perf_counter() - start
             written = len(list(output_dir.glob("*_volumes.csv")))  # one per segmented volume
             if written != volumes:

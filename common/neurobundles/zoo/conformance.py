@@ -21,10 +21,11 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 from monai.data import load_net_with_metadata
 
 from neurobundles.atomic import atomic_path
-from neurobundles.bundles import bundle_parser, bundle_path
-from neurobundles.hub import bundle_remote_files
 from neurobundles.networks import load_pretrained
-from neurobundles.packaging import write_state_dict
+
+from .discovery import bundle_parser, bundle_path
+from .hub import bundle_remote_files
+from .packaging import write_state_dict
 
 __all__ = [
     "CHECKS",

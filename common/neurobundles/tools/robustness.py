@@ -1,6 +1,6 @@
 """How much does a bundle's output change when the image is blurred? (the fsaverage question)
 
-    python -m neurobundles.robustness --bundle meshnet_hcp_aparc104 --sigmas "[1, 2]"
+    python -m neurobundles.tools.robustness --bundle meshnet_hcp_aparc104 --sigmas "[1, 2]"
 
 An average brain such as FreeSurfer's ``fsaverage`` looks like a blurred single brain. This runs a
 bundle's own preprocessing, network and inferer on one image and on Gaussian-blurred copies of it,
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from neurobundles import bundles, hub
+from neurobundles import zoo
 from neurobundles.metrics import dice_per_class
 
 __all__ = ["blur_sensitivity", "main"]
@@ -25,11 +25,11 @@ __all__ = ["blur_sensitivity", "main"]
 
 def blur_sensitivity(bundle: str, image: str | None = None, sigmas: tuple[float, ...] = (1.0, 2.0)) -> dict[str, Any]:
     """Mean Dice (over classes present) between the labels of the sharp image and of blurred copies."""
-    path = image or str(hub.fetch_sample("t1_crop"))
-    parser = bundles.bundle_parser(bundle, device="$torch.device('cpu')")
+    path = image or str(zoo.fetch_sample("t1_crop"))
+    parser = zoo.bundle_parser(bundle, device="$torch.device('cpu')")
     load, *normalise = parser.get_parsed_content("preprocessing").transforms
-    network, inferer = parser.get_parsed_content("network").eval(), parser.get_parsed_content("inferer")
-    classes = int(bundles.load_metadata(bundle)["network_data_format"]["outputs"]["pred"]["num_channels"])
+    network, inferer = zoo.load_network(bundle), parser.get_parsed_content("inferer")
+    classes = int(zoo.load_metadata(bundle)["network_data_format"]["outputs"]["pred"]["num_channels"])
     loaded = load({"image": path})
 
     def segment(blur: float) -> np.ndarray:

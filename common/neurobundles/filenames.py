@@ -1,0 +1,24 @@
+"""Image file names: which files are images, and the name a file's outputs are written under."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["IMAGE_SUFFIXES", "image_stem", "is_image_file"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".img", ".hdr", ".img.gz")
+"""NIfTI, FreeSurfer MGH and Analyze files (Analyze images are read through their ``.img``)."""
+
+
+def image_stem(path: str | Path) -> str:
+    """File name without its (possibly double) image extension: ``sub-01_T1w.nii.gz`` → ``sub-01_T1w``."""
+    name = Path(path).name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def is_image_file(path: Path) -> bool:
+    """An image file to read: an image suffix, and not an Analyze header (its ``.img`` is the image)."""
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.lower().endswith(".hdr")

@@ -1,0 +1,15 @@
+"""Ignite handlers the bundles attach: progress, cohort tables and Dice reports at inference; curves and
+checkpoints in training."""
+
+from .evaluation import CohortVolumes, DiceReport, VolumeProgress
+from .training import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
+
+__all__ = [
+    "CohortVolumes",
+    "DiceReport",
+    "EpochProgress",
+    "FallbackCheckpoint",
+    "TrainingCurves",
+    "VolumeProgress",
+    "handlers_for_rank",
+]
