@@ -64,15 +64,16 @@ def wheel_env(tmp_path_factory) -> Path:
     """Python of a fresh venv holding the wheel of this checkout, and the test environment's other packages."""
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"
-    for name in ("common", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
-        copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("*.egg-info", "__pycache__")} if (REPO / name).is_dir() else {}))  # fmt: skip
+    shutil.copytree(REPO / "common", source / "common", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work), "."]
     subprocess.run(build, cwd=source, check=True, capture_output=True)
     wheel = next(work.glob("neurobundles-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(work / "venv")], check=True)
     python = work / "venv" / "bin" / "python"
-    site = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip())  # fmt: skip
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = Path(subprocess.check_output([python, "-c", purelib], text=True).strip())
     (site / "test-environment.pth").write_text(sysconfig.get_path("purelib") + "\n")
     with zipfile.ZipFile(wheel) as archive:  # installing a pure-Python wheel is unpacking it into site-packages
         archive.extractall(site)
