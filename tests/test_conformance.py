@@ -94,7 +94,7 @@ def _four_outputs(_: dict, config: dict) -> None:
 def test_wrong_channel_count_fails_verify_net_in_out(tmp_path):
     root = _broken(tmp_path, "four_out", _four_outputs)
     with pytest.raises(conformance.BundleCheckError, match=r"^four_out: verify_net_in_out: .*`4` doesn't match: `3`"):
-        conformance.check_net_in_out(root, conformance.SMALL_SHAPE)
+        conformance.check_net_in_out(root, conformance.quick_shape(root))
 
 
 def test_wrong_channel_count_fails_labels_check(tmp_path):

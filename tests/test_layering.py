@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "inferers": {"networks"},
     "data": {"atomic"},
     "outputs": {"atomic", "labels", "data"},
-    "handlers": {"atomic", "metrics", "outputs", "labels"},
+    "engines": {"atomic", "metrics", "outputs", "labels", "data", "transforms"},
     "zoo": {"atomic", "networks", "labels", "data"},
     "mtneuro": {"atomic", "networks", "data", "metrics"},
     "tools": {"*"},

@@ -208,3 +208,16 @@ def test_fewer_subjects_than_processes_still_give_each_process_one():
 
 def test_no_subjects_give_empty_shards():
     assert _shards(0, 4) == [[], [], [], []]
+
+
+def test_random_split_is_monai_partition_of_the_sorted_ids_by_the_split_sizes():
+    from monai.data import partition_dataset
+
+    items = [{"id": f"s{index:02d}"} for index in (7, 3, 11, 0, 5, 9, 2, 8, 1, 4, 10, 6)]
+    split = split_datalist(items, valid=2, test=0.25, seed=5)
+    valid, test, train = partition_dataset(sorted(i["id"] for i in items), ratios=[2, 3, 7], shuffle=True, seed=5)
+    assert [[i["id"] for i in split[name]] for name in ("valid", "test", "train")] == [
+        sorted(valid),
+        sorted(test),
+        sorted(train),
+    ]

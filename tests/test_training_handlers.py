@@ -11,8 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, LrScheduleHandler, StatsHandler, ValidationHandler
 
+from neurobundles.engines import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
 from neurobundles.errors import WeightsUnavailableError
-from neurobundles.handlers import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
 from neurobundles.losses import CrossEntropyLoss
 from neurobundles.zoo import trained_checkpoint
 

@@ -2,8 +2,8 @@
 
 from . import (
     data,
+    engines,
     errors,
-    handlers,
     inferers,
     labels,
     losses,
@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "data",
+    "engines",
     "errors",
-    "handlers",
     "inferers",
     "labels",
     "losses",

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
+from monai.data import partition_dataset
 
 from neurobundles.atomic import atomic_write_text
 
@@ -59,7 +59,7 @@ def split_datalist(
     """``{"train": [...], "valid": [...], "test": [...]}`` of a datalist whose items carry an ``"id"``.
 
     The same subjects, seed and sizes always give the same split, whatever order the subjects were
-    found in. ``lists`` (a mapping or a JSON file ``{"train": [ids], "valid": [ids], "test": [ids]}``)
+    found in: MONAI's ``partition_dataset`` shuffles the sorted ids with ``seed`` and cuts them by the sizes. ``lists`` (a mapping or a JSON file ``{"train": [ids], "valid": [ids], "test": [ids]}``)
     fixes the split instead; splits it leaves out are empty.
 
     Args:
@@ -82,11 +82,10 @@ def split_datalist(
             f"{len(items)} subject(s): {n_valid} for validation and {n_test} for testing leave none for training; "
             "pass smaller valid/test sizes or explicit lists."
         )
-    order = np.random.default_rng(seed).permutation(len(items))
-    names = list(items)
-    shuffled = [names[i] for i in order]
-    chosen = {"valid": shuffled[:n_valid], "test": shuffled[n_valid : n_valid + n_test]}
-    chosen["train"] = shuffled[n_valid + n_test :]
+    valid_items, test_items, train_items = partition_dataset(
+        list(items), ratios=[n_valid, n_test, len(items) - n_valid - n_test], shuffle=True, seed=seed
+    )
+    chosen = {"train": train_items, "valid": valid_items, "test": test_items}
     return {split: [items[name] for name in sorted(chosen[split])] for split in SPLITS}
 
 

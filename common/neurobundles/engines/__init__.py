@@ -1,4 +1,4 @@
-"""Ignite handlers the bundles attach: progress, cohort tables and Dice reports at inference; curves and
+"""Ignite engines and handlers the bundles use: progress, cohort tables and Dice reports at inference; curves and
 checkpoints in training."""
 
 from .evaluation import CohortVolumes, DiceReport, VolumeProgress
