@@ -59,7 +59,8 @@ def split_datalist(
     """``{"train": [...], "valid": [...], "test": [...]}`` of a datalist whose items carry an ``"id"``.
 
     The same subjects, seed and sizes always give the same split, whatever order the subjects were
-    found in: MONAI's ``partition_dataset`` shuffles the sorted ids with ``seed`` and cuts them by the sizes. ``lists`` (a mapping or a JSON file ``{"train": [ids], "valid": [ids], "test": [ids]}``)
+    found in: MONAI's ``partition_dataset`` shuffles the sorted ids with ``seed`` and cuts them by the
+    sizes. ``lists`` (a mapping or a JSON file ``{"train": [ids], "valid": [ids], "test": [ids]}``)
     fixes the split instead; splits it leaves out are empty.
 
     Args:
