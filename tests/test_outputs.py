@@ -4,7 +4,8 @@ import pytest
 
 from conftest import write_volume
 from neurobundles.errors import OutputNotWritableError
-from neurobundles.outputs import atomic_path, ensure_writable_dir, label_volumes, save_label_map
+from neurobundles.atomic import atomic_path, ensure_writable_dir
+from neurobundles.outputs import label_volumes, save_label_map
 
 
 def test_label_map_keeps_the_reference_geometry_and_is_tagged(tmp_path):

@@ -1,6 +1,7 @@
 """neurobundles: MONAI bundles for brain MRI segmentation, and the thin package they are built on."""
 
 from . import (
+    atomic,
     data,
     engines,
     errors,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "atomic",
     "data",
     "engines",
     "errors",

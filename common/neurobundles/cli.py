@@ -11,9 +11,12 @@ from pathlib import Path
 import fire
 
 from neurobundles import zoo
+from neurobundles.atomic import check_writable_location
 from neurobundles.data import image_datalist
+from neurobundles.engines import CohortFailedError
 from neurobundles.errors import InvalidImageError, OutputNotWritableError, WeightsUnavailableError
-from neurobundles.outputs import ensure_writable_dir
+from neurobundles.outputs import FAILURES, check_output_ext, read_failures
+from neurobundles.plausibility import MAX_VOXEL_MM
 from neurobundles.tools import compare as compare_tool
 from neurobundles.zoo import conformance, packaging
 
@@ -30,11 +33,19 @@ class UserError(Exception):
     """A problem with the user's input or setup, printed without a traceback."""
 
 
+class InputsFailedError(UserError):
+    """Some inputs could not be segmented; the others were (``datalist`` is the whole run)."""
+
+    def __init__(self, message: str, datalist: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.datalist = datalist
+
+
 def _user_error(error: BaseException) -> BaseException | None:
     """The first actionable error in an exception chain (MONAI wraps errors raised inside transforms)."""
     seen = error
     while seen is not None:
-        if isinstance(seen, (InvalidImageError, OutputNotWritableError, WeightsUnavailableError)):
+        if isinstance(seen, (InvalidImageError, OutputNotWritableError, WeightsUnavailableError, CohortFailedError)):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
@@ -49,35 +60,56 @@ def segment(
     sliding_window: bool = False,
     ext: str = ".nii.gz",
     brain_crop: bool = False,
+    overwrite: bool = False,
+    nproc: int = 1,
+    max_voxel_mm: float | None = MAX_VOXEL_MM,
 ) -> list[dict[str, str]]:
-    """Segment images with a bundle; returns the datalist that was processed."""
-    try:
-        datalist = image_datalist(list(inputs), recursive=recursive)
-        ensure_writable_dir(output)
-    except _USER_ERRORS as error:
-        raise UserError(str(error)) from error
-    override: dict = {"datalist": datalist, "output_dir": str(Path(output).resolve()), "output_ext": ext}
-    if device:
-        override["device"] = f"$torch.device({device!r})"
+    """Segment images with a bundle; returns the datalist. Everything the user gave is checked before any work;
+    inputs that fail are recorded and skipped (:class:`UserError` at the end says how many)."""
     if sliding_window and brain_crop:
         raise UserError("choose one of --sliding_window and --brain_crop.")
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {nproc}.")
+    try:
+        output_ext = check_output_ext(ext)
+        root = zoo.bundle_path(bundle)
+        output_dir = check_writable_location(output)
+        datalist = image_datalist(list(inputs), recursive=recursive, exclude=[output_dir])
+    except _USER_ERRORS as error:
+        raise UserError(str(error)) from error
+    override: dict = {"datalist": datalist, "output_dir": str(output_dir), "output_ext": output_ext}
+    override |= {"overwrite": overwrite, "max_voxel_mm": max_voxel_mm}
+    if device:
+        override["device"] = f"$torch.device({device!r})"
     if sliding_window:
         override["inferer"] = SLIDING_WINDOW
     if brain_crop:
         override["inferer"] = "@brain_crop_inferer"
     try:
-        zoo.run_workflow(bundle, "inference", **override)
+        if nproc > 1:
+            zoo.run_workflow_processes(root, ["inference", "multi_gpu_inference"], nproc, **override)
+        else:
+            zoo.run_workflow(root, "inference", **override)
     except Exception as error:
         actionable = _user_error(error)
+        if isinstance(actionable, CohortFailedError):
+            raise InputsFailedError(str(actionable), datalist) from error
         if actionable is not None:
             raise UserError(str(actionable)) from error
+        if nproc > 1 and read_failures(output_dir):  # the processes' own errors were logged by them
+            failed = len(read_failures(output_dir))
+            raise InputsFailedError(f"{failed} input(s) failed: see {output_dir / FAILURES}.", datalist) from error
         raise
     return datalist
 
 
 def _print_volumes(output: Path, datalist: list[dict[str, str]], limit: int = 20) -> None:
+    """The volumes of each input segmented (from its table), at most 20 structures each."""
     for item in datalist:
-        with (output / f"{item['id']}_volumes.csv").open() as stream:
+        table = output / f"{item['id']}_volumes.csv"
+        if not table.is_file():
+            continue
+        with table.open() as stream:
             rows = list(csv.DictReader(stream))
         structures = [row for row in rows if row["label"]]
         total = next(row for row in rows if not row["label"])
@@ -85,7 +117,7 @@ def _print_volumes(output: Path, datalist: list[dict[str, str]], limit: int = 20
         for row in structures if len(structures) <= limit else []:
             print(f"  {row['name']:<34} {float(row['volume_mm3']) / 1000:10.1f} cm³")
         if len(structures) > limit:
-            print(f"  {len(structures)} structures: see {output / (item['id'] + '_volumes.csv')}")
+            print(f"  {len(structures)} structures: see {table}")
         print(f"  {total['name']:<34} {float(total['volume_mm3']) / 1000:10.1f} cm³")
 
 
@@ -102,10 +134,16 @@ class Commands:
         sliding_window: bool = False,
         ext: str = ".nii.gz",
         brain_crop: bool = False,
+        overwrite: bool = False,
+        nproc: int = 1,
+        max_voxel_mm: float | None = MAX_VOXEL_MM,
     ) -> None:
         """Segment T1 images (files, folders, glob patterns) into OUTPUT.
 
-        Writes <name>_seg<ext> (labels in the input's grid) and <name>_volumes.csv (mm³ per label).
+        Writes <name>_seg<ext> (labels in the input's grid), <name>_qc.png, <name>_volumes.csv (mm³ per label),
+        <name>_summary.json (written last: the subject is complete), and for the run volumes.csv (every subject
+        in OUTPUT), qc_sheet.png and, when inputs failed, failures.csv. Re-running skips complete subjects.
+        File names starting with '-' work as inputs; after a bare '--' every argument is an input.
 
         Args:
             inputs: image files (.nii, .nii.gz, .mgz, .img), folders or quoted glob patterns.
@@ -114,10 +152,20 @@ class Commands:
             recursive: also search sub-folders of folder inputs.
             device: torch device such as cpu or cuda:0 (default: cuda:0 when available).
             sliding_window: MONAI's SlidingWindowInferer (192³ windows: less memory, ~4× slower).
-            ext: .nii.gz, .nii or .mgz.
+            ext: .nii.gz, .nii, .mgz or .mgh.
             brain_crop: run the brain-extraction bundle first and segment only the brain's bounding box.
+            overwrite: segment every input again, even those whose outputs in OUTPUT are complete.
+            nproc: processes sharing the inputs (one per GPU on a GPU machine; see docs/usage.md for torchrun).
+            max_voxel_mm: refuse inputs whose voxels are coarser than this (mm); raise it to segment them anyway.
         """
-        datalist = segment(inputs, bundle, output, recursive, device, sliding_window, ext, brain_crop)
+        try:
+            datalist = segment(
+                inputs, bundle, output, recursive, device, sliding_window, ext, brain_crop, overwrite, nproc,
+                max_voxel_mm,
+            )  # fmt: skip
+        except InputsFailedError as failed:
+            _print_volumes(Path(output), failed.datalist)
+            raise
         _print_volumes(Path(output), datalist)
 
     def list(self) -> None:
@@ -228,9 +276,28 @@ class Commands:
         print(compare_tool.format_table(results, tuple(options.get("bundle_names", compare_tool.BUNDLES))))
 
 
+def _inputs_as_paths(argv: list[str]) -> list[str]:
+    """Make ``segment``'s file names that start with '-' reach it as files, not options.
+
+    Fire reads ``-x.nii.gz`` as a flag, so such a name that exists (or anything after a bare ``--``) is passed as
+    ``./-x.nii.gz``.
+    """
+    if not argv or argv[0] != "segment":
+        return argv
+    out, only_inputs = [argv[0]], False
+    for arg in argv[1:]:
+        if arg == "--" and not only_inputs:
+            only_inputs = True
+            continue
+        is_dashed_file = arg.startswith("-") and (only_inputs or (not arg.startswith("--") and Path(arg).exists()))
+        out.append(f"./{arg}" if is_dashed_file and not Path(arg).is_absolute() else arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    command = _inputs_as_paths(list(argv) if argv is not None else sys.argv[1:])
     try:
-        fire.Fire(Commands, command=list(argv) if argv is not None else None, name="neurobundles")
+        fire.Fire(Commands, command=command, name="neurobundles")
     except UserError as error:
         print(f"neurobundles: error: {error}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 from .distributed import ShardedCacheDataset
-from .folders import image_datalist, is_image_file, unique_ids
+from .folders import image_datalist, is_image_file, is_output_file, unique_ids
 from .freesurfer import check_pair, freesurfer_datalist
 from .mindboggle import MINDBOGGLE_IMAGE, MINDBOGGLE_LABEL, mindboggle_datalist
 from .prefetch import PrefetchDataLoader
@@ -16,6 +16,7 @@ __all__ = [
     "held_out",
     "image_datalist",
     "is_image_file",
+    "is_output_file",
     "mindboggle_datalist",
     "save_split",
     "split_datalist",

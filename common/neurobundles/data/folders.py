@@ -3,29 +3,60 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from neurobundles.errors import reported
 from neurobundles.filenames import IMAGE_SUFFIXES, image_stem, is_image_file
 
-__all__ = ["image_datalist", "is_image_file", "unique_ids"]
+__all__ = ["image_datalist", "is_image_file", "is_output_file", "unique_ids"]
 
 
-def _expand(entry: str | Path, recursive: bool) -> list[Path]:
+def is_output_file(path: Path) -> bool:
+    """A file this package wrote: a hidden temporary (``.<name>.tmp-…``), or a label map that its subject's
+    ``<id>_summary.json`` lists (or, from runs before summaries, ``<id>_seg…`` beside ``<id>_volumes.csv``)."""
+    if path.name.startswith("."):
+        return True
+    stem = image_stem(path)
+    if "_" not in stem:
+        return False
+    ident = stem.rsplit("_", 1)[0]
+    summary = path.parent / f"{ident}_summary.json"
+    if summary.is_file():
+        try:
+            return path.name in json.loads(summary.read_text()).get("outputs", {}).values()
+        except (OSError, ValueError):
+            return False
+    return stem.endswith("_seg") and (path.parent / f"{ident}_volumes.csv").is_file()
+
+
+def _inside(path: Path, folders: Sequence[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == folder or folder in resolved.parents for folder in folders)
+
+
+def _candidates(paths: Sequence[Path], exclude: Sequence[Path]) -> list[Path]:
+    """Image files among ``paths``, without this package's outputs and what lies in ``exclude``."""
+    return [p for p in paths if is_image_file(p) and not is_output_file(p) and not _inside(p, exclude)]
+
+
+def _expand(entry: str | Path, recursive: bool, exclude: Sequence[Path] = ()) -> list[Path]:
     text = str(entry)
-    if any(char in text for char in "*?["):
+    if any(char in text for char in "*?[") and not Path(text).exists():
         matches = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
         if not matches:
             raise FileNotFoundError(f"{text}: the pattern matches no file.")
-        return [p for p in matches if is_image_file(p)]
+        return _candidates(matches, exclude)
     path = Path(text).expanduser()
     if path.is_dir():
-        found = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if is_image_file(p))
+        found = _candidates(sorted(path.rglob("*") if recursive else path.iterdir()), exclude)
         if not found:
             raise FileNotFoundError(
-                f"{path}: the folder holds no NIfTI/MGH/Analyze image ({', '.join(IMAGE_SUFFIXES)})."
+                f"{path}: the folder holds no NIfTI/MGH/Analyze image ({', '.join(IMAGE_SUFFIXES)}) "
+                "other than outputs of earlier runs."
             )
         return found
     if not path.exists():
@@ -51,19 +82,27 @@ def unique_ids(paths: Sequence[Path]) -> list[str]:
     return ids
 
 
-def image_datalist(inputs: str | Path | Sequence[str | Path], recursive: bool = False) -> list[dict[str, str]]:
+@reported
+def image_datalist(
+    inputs: str | Path | Sequence[str | Path], recursive: bool = False, exclude: Sequence[str | Path] = ()
+) -> list[dict[str, str]]:
     """``[{"image": path, "id": name}, ...]`` for every image given or found, in a stable order.
+
+    Files found in folders or by patterns leave out this package's own outputs (label maps with their summary
+    beside them, hidden temporaries) and anything inside ``exclude`` (the output folder, when it lies in an
+    input folder); files named explicitly are always taken.
 
     Args:
         inputs: image files, folders (their images; with ``recursive`` also in sub-folders) and glob patterns.
         recursive: search folders recursively.
+        exclude: folders whose files are never inputs.
     """
     entries = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not entries:
         raise ValueError("no input given: pass image files, folders or glob patterns.")
     paths: list[Path] = []
     for entry in entries:
-        for path in _expand(entry, recursive):
+        for path in _expand(entry, recursive, [Path(folder).resolve() for folder in exclude]):
             if path.resolve() not in {p.resolve() for p in paths}:
                 paths.append(path)
     if not paths:

@@ -8,6 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from neurobundles.errors import reported
+
 __all__ = ["check_pair", "freesurfer_datalist"]
 
 
@@ -30,6 +32,7 @@ def with_label(item: dict[str, str], label: Path, subject: str) -> dict[str, str
     return {**item, "label": str(label)}
 
 
+@reported
 def freesurfer_datalist(
     root: str | Path,
     image: str | Sequence[str] = ("orig.mgz", "T1.mgz"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from neurobundles.errors import reported
+
 from .freesurfer import with_label
 
 __all__ = ["GROUP_SUFFIX", "MINDBOGGLE_IMAGE", "MINDBOGGLE_LABEL", "mindboggle_datalist"]
@@ -32,6 +34,7 @@ def _group_folders(root: Path) -> dict[str, Path]:
     return groups
 
 
+@reported
 def mindboggle_datalist(
     root: str | Path,
     groups: Sequence[str] | None = None,

@@ -10,6 +10,7 @@ from pathlib import Path
 from monai.data import partition_dataset
 
 from neurobundles.atomic import atomic_write_text
+from neurobundles.errors import reported
 
 __all__ = ["SPLITS", "held_out", "save_split", "split_datalist"]
 
@@ -49,6 +50,7 @@ def _explicit(items: dict[str, dict], lists: Mapping[str, Sequence[str]] | str |
     return {split: [items[ident] for ident in lists.get(split, [])] for split in SPLITS}
 
 
+@reported
 def split_datalist(
     datalist: Sequence[dict],
     valid: float = 0.1,

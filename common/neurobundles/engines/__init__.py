@@ -1,15 +1,21 @@
-"""Ignite engines and handlers the bundles use: progress, cohort tables and Dice reports at inference; curves and
+"""Ignite engines and handlers the bundles use: cohort runs, progress and Dice reports at inference; curves and
 checkpoints in training."""
 
-from .evaluation import CohortVolumes, DiceReport, VolumeProgress
+from .cohort import FAILURE_KEY, Cohort, CohortDataset, CohortEvaluator, CohortFailedError, init_distributed
+from .evaluation import DiceReport, VolumeProgress
 from .training import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
 
 __all__ = [
-    "CohortVolumes",
+    "FAILURE_KEY",
+    "Cohort",
+    "CohortDataset",
+    "CohortEvaluator",
+    "CohortFailedError",
     "DiceReport",
     "EpochProgress",
     "FallbackCheckpoint",
     "TrainingCurves",
     "VolumeProgress",
     "handlers_for_rank",
+    "init_distributed",
 ]

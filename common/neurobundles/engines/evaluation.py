@@ -1,9 +1,7 @@
-"""Ignite handlers shared by the bundles."""
+"""Ignite handlers of inference and evaluation runs: a progress line per volume, Dice reports."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -15,9 +13,10 @@ from ignite.engine import Engine, Events
 
 from neurobundles.atomic import atomic_write_text
 from neurobundles.metrics import dice_per_class
-from neurobundles.outputs import TOTAL_BRAIN
 
-__all__ = ["CohortVolumes", "DiceReport", "VolumeProgress"]
+from .cohort import FAILURE_KEY
+
+__all__ = ["DiceReport", "VolumeProgress"]
 
 
 class VolumeProgress:
@@ -41,17 +40,27 @@ class VolumeProgress:
 
     def _completed(self, engine: Engine) -> None:
         now = time.perf_counter()
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        failed = [item for item in outputs if isinstance(item, dict) and FAILURE_KEY in item]
         batch = engine.state.batch
         items = batch if isinstance(batch, list) else [batch]
-        sources = [str(item["image"].meta.get("filename_or_obj", "?")) for item in items if "image" in item]
+        sources = [_source(item) for item in items if isinstance(item, dict) and "image" in item]
         self.logger.info(
-            "[%d/%d] %s (%.1f s)",
+            "[%d/%d] %s (%.1f s)%s",
             engine.state.iteration,
             engine.state.epoch_length,
             ", ".join(sources),
             now - self._last,
+            " FAILED" if failed else "",
         )
         self._last = now
+
+
+def _source(item: dict) -> str:
+    image = item["image"]
+    if hasattr(image, "meta"):
+        return str(image.meta.get("filename_or_obj", "?"))
+    return ", ".join(map(str, image)) if isinstance(image, (list, tuple)) else str(image)
 
 
 class DiceReport:
@@ -86,6 +95,8 @@ class DiceReport:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         batches = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
         for item, batch in zip(outputs, batches):
+            if FAILURE_KEY in item:
+                continue  # recorded in failures.csv by the cohort
             scores = dice_per_class(item[self.pred_key], item[self.label_key], len(self.names))
             self.cases[str(batch.get(self.id_key, len(self.cases)))] = scores[1:].tolist()
 
@@ -118,44 +129,3 @@ class DiceReport:
 
 def _finite(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
-
-
-class CohortVolumes:
-    """Combine the subjects of a run into one table: ``volumes.csv``, subjects × structures (mm³).
-
-    Reads the rows ``SaveSegmentationd`` leaves in each output item (``volumes``, ``warnings``) and
-    rewrites the table atomically after every subject, so an interrupted run keeps what it finished.
-
-    Args:
-        output_dir: folder for the table.
-        filename: table file name.
-        id_key: key naming each subject.
-    """
-
-    def __init__(self, output_dir: str, filename: str = "volumes.csv", id_key: str = "id") -> None:
-        self.path = Path(output_dir) / filename
-        self.id_key = id_key
-        self.rows: dict[str, dict] = {}
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-
-    def _collect(self, engine: Engine) -> None:
-        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
-        batches = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
-        for item, batch in zip(outputs, batches):
-            if "volumes" not in item:
-                continue
-            subject = str(batch.get(self.id_key, len(self.rows)))
-            row = {volume["name"]: volume["volume_mm3"] for volume in item["volumes"]}
-            row["warnings"] = " | ".join(item.get("warnings", []))
-            self.rows[subject] = row
-        columns = list(dict.fromkeys(name for row in self.rows.values() for name in row if name != "warnings"))
-        columns.sort(key=lambda name: name != TOTAL_BRAIN)  # the total first, then structures in table order
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["id", *columns, "warnings"])
-        for subject, row in self.rows.items():
-            writer.writerow([subject, *(row.get(c, "") for c in columns), row["warnings"]])
-        atomic_write_text(self.path, buffer.getvalue())

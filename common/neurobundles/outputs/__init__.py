@@ -1,28 +1,45 @@
-from neurobundles.atomic import atomic_path, atomic_save, atomic_write_text, ensure_writable_dir
+"""Everything a run writes: label maps in the input's grid, volume tables, QC pictures, the cohort's tables."""
 
-from .label_maps import (
+from .cohort import FAILURES, VOLUMES, cohort_table, failures_table, read_failures
+from .label_maps import LABEL_MAP_EXTENSIONS, check_output_ext, save_label_map, smallest_label_dtype
+from .qc import QC_KEY, RenderQCd, qc_figure, visible_colors, write_contact_sheets
+from .subject import SUMMARY_SUFFIX, SaveSegmentationd, clean_stale_temporaries, is_complete, read_summaries, safe_id
+from .volumes import (
     PLAUSIBLE_BRAIN_CM3,
     TOTAL_BRAIN,
-    SaveSegmentationd,
+    LabelVolumesd,
     brain_volume,
     label_volumes,
-    save_label_map,
+    read_volumes_csv,
     volumes_csv,
 )
-from .qc import SaveQCPreviewd, qc_figure
 
 __all__ = [
+    "FAILURES",
+    "LABEL_MAP_EXTENSIONS",
     "PLAUSIBLE_BRAIN_CM3",
+    "QC_KEY",
+    "SUMMARY_SUFFIX",
     "TOTAL_BRAIN",
-    "SaveQCPreviewd",
+    "VOLUMES",
+    "LabelVolumesd",
+    "RenderQCd",
     "SaveSegmentationd",
-    "atomic_path",
-    "atomic_save",
-    "atomic_write_text",
     "brain_volume",
-    "ensure_writable_dir",
+    "check_output_ext",
+    "clean_stale_temporaries",
+    "cohort_table",
+    "failures_table",
+    "is_complete",
     "label_volumes",
     "qc_figure",
+    "read_failures",
+    "read_summaries",
+    "read_volumes_csv",
+    "safe_id",
     "save_label_map",
+    "smallest_label_dtype",
+    "visible_colors",
     "volumes_csv",
+    "write_contact_sheets",
 ]

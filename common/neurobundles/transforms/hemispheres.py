@@ -48,7 +48,8 @@ class ClassesToLabels(Transform):
     """Turn class indices into the label values of a :class:`~neurobundles.labels.LabelTable`.
 
     Classes written as a left/right pair are split with :func:`left_hemisphere_mask` of the
-    non-background voxels; use it on an axis-aligned grid (the conformed one) before inverting.
+    non-background voxels; use it on an axis-aligned grid (the conformed one) before inverting. An empty
+    prediction (an under-trained model, a scan without a head) gives an empty label map.
     """
 
     def __init__(self, table: LabelTable) -> None:
@@ -64,7 +65,7 @@ class ClassesToLabels(Transform):
             raise ValueError(f"class index outside 0..{len(self.lookup) - 1} for table {self.table.lut_path}.")
         indices = np.rint(values).astype(np.int16 if len(self.lookup) <= np.iinfo(np.int16).max else np.int64)
         out = self.lookup[indices]
-        if self.right:
+        if self.right and bool((indices > 0).any()):  # an empty prediction has no hemispheres to split
             affine = classes.affine.numpy() if isinstance(classes, MetaTensor) else np.eye(4)
             right_side = ~left_hemisphere_mask(indices[0] > 0, affine)[None]
             for index, right_value in self.right.items():

@@ -14,6 +14,7 @@ from .discovery import (
     is_bundle,
     load_metadata,
     run_workflow,
+    run_workflow_processes,
 )
 from .hub import RemoteFile, bundle_file, bundle_remote_files, fetch, fetch_large_files, is_cached, large_file
 from .samples import SAMPLES, fetch_sample, fetch_sample_subjects, fetch_subjects, subjects_dir
@@ -43,6 +44,7 @@ __all__ = [
     "load_metadata",
     "load_network",
     "run_workflow",
+    "run_workflow_processes",
     "sibling_bundle",
     "subjects_dir",
     "trained_checkpoint",

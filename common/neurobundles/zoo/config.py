@@ -24,7 +24,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from torch import nn
 
-from neurobundles.errors import WeightsUnavailableError
+from neurobundles.errors import WeightsUnavailableError, reported
 from neurobundles.networks import load_pretrained
 
 from .discovery import UnknownBundleError, bundle_path, is_bundle
@@ -88,6 +88,7 @@ def _config_file_in_argv() -> str | None:
     return None
 
 
+@reported
 def bundle_root() -> str:
     """Folder of the bundle whose config is being parsed (``"bundle_root"`` in every config).
 
@@ -117,6 +118,7 @@ def label_names(bundle_root: str | Path) -> dict[str, str]:
     return dict(metadata["network_data_format"]["outputs"]["pred"]["channel_def"])
 
 
+@reported
 def sibling_bundle(bundle_root: str | Path, name: str) -> str:
     """Another bundle a config uses (``--brain_crop`` uses ``meshnet_hcp_brainmask``), found without fetching.
 
@@ -137,6 +139,7 @@ def sibling_bundle(bundle_root: str | Path, name: str) -> str:
         ) from error
 
 
+@reported
 def trained_checkpoint(bundle_root: str | Path, path: str | Path = "models/model.pt") -> str:
     """The weights a bundle's ``train.json`` wrote (``path``, relative to ``bundle_root`` unless absolute).
 
@@ -154,6 +157,7 @@ def trained_checkpoint(bundle_root: str | Path, path: str | Path = "models/model
     return str(checkpoint)
 
 
+@reported
 def load_bundle_weights(network: nn.Module, ckpt_path: str | Path, bundle_root: str | Path) -> nn.Module:
     """Fetch the bundle's listed files (hash-checked) and load ``ckpt_path`` into ``network`` in place.
 
@@ -163,6 +167,7 @@ def load_bundle_weights(network: nn.Module, ckpt_path: str | Path, bundle_root: 
     return load_pretrained(network, ckpt_path)
 
 
+@reported
 def load_network(bundle: str | Path, device: str | torch.device = "cpu", config: str = "inference") -> nn.Module:
     """A bundle's ``network_def`` with its weights, in eval mode on ``device``.
 

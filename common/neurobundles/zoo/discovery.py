@@ -9,6 +9,8 @@ name into a folder (``NEUROBUNDLES_BUNDLES``, else the checkout's ``bundles/``) 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "is_bundle",
     "load_metadata",
     "run_workflow",
+    "run_workflow_processes",
 ]
 
 
@@ -117,3 +120,32 @@ def run_workflow(
     finally:
         workflow.finalize()
     return workflow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _process(rank: int, world_size: int, port: int, name: str, config: list[str], override: dict[str, Any]) -> None:
+    """One process of :func:`run_workflow_processes`: the environment ``torchrun`` would give it, then the run."""
+    import torch
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))  # the processes share this machine's cores
+    run_workflow(name, config, **override)
+
+
+def run_workflow_processes(name: str | Path, config: Sequence[str], nproc: int, **override: Any) -> None:
+    """Run a bundle config in ``nproc`` processes on this machine, as ``torchrun --nproc_per_node`` would.
+
+    ``config`` layers a ``multi_gpu_*`` config that joins the process group; an error in any process is raised
+    here once all have ended.
+    """
+    import torch.multiprocessing as mp
+
+    args = (nproc, _free_port(), str(bundle_path(name)), list(config), override)
+    mp.start_processes(_process, args=args, nprocs=nproc, join=True, start_method="spawn")

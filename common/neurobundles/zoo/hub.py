@@ -130,6 +130,10 @@ def fetch(remote: RemoteFile, unpack_also: Iterable[RemoteFile] = ()) -> Path:
     target = cache_dir() / remote.name
     if is_cached(remote):
         return target
+    corrupt = target.is_file()
+    if corrupt:  # a truncated or altered copy: never used, replaced from the mirror or the URL
+        logger.warning("%s: the cached copy's sha256 differs from the published one; fetching it again", target)
+        target.unlink()
     mirror = data_dir()
     if mirror is not None and (mirror / remote.name).is_file():
         _publish(target, remote.sha256, str(mirror / remote.name), _copy_file(mirror / remote.name))
@@ -144,8 +148,11 @@ def fetch(remote: RemoteFile, unpack_also: Iterable[RemoteFile] = ()) -> Path:
         raise
     except Exception as error:
         where = f"{mirror / remote.name} does not exist" if mirror else f"{DATA_ENV} is not set"
+        cached = (
+            f"the cached copy ({target}) was corrupt and was removed" if corrupt else f"not in the cache ({target})"
+        )
         raise WeightsUnavailableError(
-            f"{remote.name}: not in the cache ({target}), no local mirror ({where}), and the download from "
+            f"{remote.name}: {cached}, no local mirror ({where}), and the download from "
             f"{remote.url} failed ({type(error).__name__}: {error}). Connect to the internet, or set {DATA_ENV} "
             f"to a folder holding {remote.name}."
         ) from error

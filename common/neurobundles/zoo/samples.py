@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from neurobundles.errors import reported
 from neurobundles.paths import cache_dir
 
 from .hub import BRAINCHOP_MODELS, RemoteFile, fetch
@@ -100,6 +101,7 @@ def fetch_subjects(subjects: Sequence[str] = ("fsaverage",), files: Sequence[str
     return subjects_dir()
 
 
+@reported
 def fetch_sample_subjects(dataset_dir: str | Path, subjects: Sequence[str], files: Sequence[str]) -> Path:
     """Fetch sample ``subjects`` (their ``files``, e.g. ``orig.mgz``) when ``dataset_dir`` is :func:`subjects_dir`.
 
