@@ -100,9 +100,12 @@ def image_datalist(
     entries = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not entries:
         raise ValueError("no input given: pass image files, folders or glob patterns.")
+    folders = [Path(entry).expanduser().resolve() for entry in entries if Path(entry).expanduser().is_dir()]
+    below = [Path(f).resolve() for f in exclude]  # only an output folder inside an input folder is left out
+    below = [f for f in below if not any(f == folder or f in folder.parents for folder in folders)]
     paths: list[Path] = []
     for entry in entries:
-        for path in _expand(entry, recursive, [Path(folder).resolve() for folder in exclude]):
+        for path in _expand(entry, recursive, below):
             if path.resolve() not in {p.resolve() for p in paths}:
                 paths.append(path)
     if not paths:
