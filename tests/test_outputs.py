@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import write_volume
-from neurobundles.errors import OutputNotWritableError
 from neurobundles.atomic import atomic_path, ensure_writable_dir
+from neurobundles.errors import OutputNotWritableError
 from neurobundles.outputs import label_volumes, save_label_map
 
 
