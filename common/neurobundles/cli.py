@@ -12,7 +12,6 @@ import fire
 
 from neurobundles import zoo
 from neurobundles.atomic import check_writable_location
-from neurobundles.data import image_datalist
 from neurobundles.engines import CohortFailedError
 from neurobundles.errors import InvalidImageError, OutputNotWritableError, WeightsUnavailableError
 from neurobundles.outputs import FAILURES, check_output_ext, read_failures
@@ -51,6 +50,24 @@ def _user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+def bundle_datalist(bundle: Path, inputs: list[str], recursive: bool, output_dir: Path) -> list[dict]:
+    """The bundle's own reading of the inputs: its ``datalist`` with ``dataset_dir`` set to them.
+
+    Each bundle knows what an input is (a T1; a T1/T2 subject; a BraTS case folder...); the command line only
+    hands the files, folders and patterns over, and so checks them all before any work.
+    """
+    if not inputs:
+        raise ValueError("no input given: pass image files, folders or glob patterns.")
+    override = {"dataset_dir": inputs, "recursive": recursive, "output_dir": str(output_dir)}
+    try:
+        return list(zoo.bundle_parser(bundle, "inference", **override).get_parsed_content("datalist"))
+    except RuntimeError as error:  # MONAI wraps what the config's expression raised
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, _USER_ERRORS):
+            cause = cause.__cause__
+        raise cause or error from error
+
+
 def segment(
     inputs: Sequence[str],
     bundle: str = DEFAULT_BUNDLE,
@@ -74,7 +91,7 @@ def segment(
         output_ext = check_output_ext(ext)
         root = zoo.bundle_path(bundle)
         output_dir = check_writable_location(output)
-        datalist = image_datalist(list(inputs), recursive=recursive, exclude=[output_dir])
+        datalist = bundle_datalist(root, list(inputs), recursive, output_dir)
     except _USER_ERRORS as error:
         raise UserError(str(error)) from error
     override: dict = {"datalist": datalist, "output_dir": str(output_dir), "output_ext": output_ext}
