@@ -73,4 +73,4 @@ def test_dataset_without_test_subjects_is_refused(tmp_path, capsys):
 
 def test_list_tells_untrained_bundles_apart(capsys):
     assert main(["list"]) == 0
-    assert "meshnet_mindboggle_dkt31  (v0.1.0, no weights: train with train.json)" in capsys.readouterr().out
+    assert "meshnet_mindboggle_dkt31  (v0.2.0, no weights: train with train.json)" in capsys.readouterr().out

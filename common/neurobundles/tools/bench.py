@@ -164,9 +164,10 @@ LOADERS = {
 
 
 def cohort_throughput(
-    bundle: str, volumes: int, image: str | None = None, device: str | None = None
+    bundle: str, volumes: int, image: str | None = None, device: str | None = None, nproc: int = 1
 ) -> dict[str, float]:
-    """Volumes per second for a folder of ``volumes`` copies of one image, per data loader.
+    """Volumes per second for a folder of ``volumes`` copies of one image, per data loader, and with ``nproc``
+    processes sharing the cohort (``multi_gpu_inference.json``, as ``neurobundles segment --nproc``).
 
     The copies are real files: the datalist rightly segments a file once however many links point to it.
     """
@@ -186,11 +187,26 @@ def cohort_throughput(
             start = time.perf_counter()
             zoo.run_workflow(bundle, "inference", **override)
             seconds = time.perf_counter() - start
-            written = len(list(output_dir.glob("*_volumes.csv")))  # one per segmented volume
-            if written != volumes:
-                raise RuntimeError(f"{name}: {written} volumes segmented of {volumes}; the rate would be wrong.")
+            _check_all_segmented(output_dir, volumes, name)
+            results[name] = volumes / seconds
+        if nproc > 1:
+            output_dir = Path(folder) / "out" / "processes"
+            override = {"dataset_dir": str(inputs), "output_dir": str(output_dir)}
+            if device:
+                override["device"] = f"$torch.device({device!r})"
+            start = time.perf_counter()
+            zoo.run_workflow_processes(bundle, ["inference", "multi_gpu_inference"], nproc, **override)
+            seconds = time.perf_counter() - start
+            name = f"{nproc} processes, PrefetchDataLoader each"
+            _check_all_segmented(output_dir, volumes, name)
             results[name] = volumes / seconds
     return results
+
+
+def _check_all_segmented(output_dir: Path, volumes: int, name: str) -> None:
+    written = len(list(output_dir.glob("*_summary.json")))  # one per segmented volume
+    if written != volumes:
+        raise RuntimeError(f"{name}: {written} volumes segmented of {volumes}; the rate would be wrong.")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -226,13 +242,14 @@ def main(
     repeats: int = 3,
     json_out: str | None = None,
     cohort: int = 0,
+    nproc: int = 1,
 ) -> None:
-    """Print stage timings and speed-ups; ``--cohort N`` adds volumes/s over N volumes per data loader;
-    ``--json_out FILE`` also saves the raw report."""
+    """Print stage timings and speed-ups; ``--cohort N`` adds volumes/s over N volumes per data loader (and with
+    ``--nproc P`` processes); ``--json_out FILE`` also saves the raw report."""
     report = benchmark(bundle, image, device, repeats)
     if cohort:
         report["cohort_volumes"] = cohort
-        report["cohort_volumes_per_s"] = cohort_throughput(bundle, cohort, image, device)
+        report["cohort_volumes_per_s"] = cohort_throughput(bundle, cohort, image, device, nproc)
     print(format_report(report))
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
