@@ -42,21 +42,30 @@ def check_affine(affine: np.ndarray, source: str, max_voxel_mm: float | None = M
     return sizes
 
 
-def check_image_file(path: str | Path, max_voxel_mm: float | None = MAX_VOXEL_MM) -> None:
-    """Refuse a file from its header alone: missing, empty, unreadable header, not one 3D volume, bad affine."""
-    path = Path(path)
+def _check_exists(path: Path) -> None:
     if not path.is_file():
         raise InvalidImageError(f"{path}: no such file.")
     if path.stat().st_size == 0:
         raise InvalidImageError(f"{path}: the file is empty (0 bytes); re-export or re-download it.")
+
+
+def _unreadable(path: Path, error: Exception) -> InvalidImageError:
+    """The error for a file nibabel cannot read (it raises many types for damaged or foreign files)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return InvalidImageError(
+        f"{path}: cannot be read as a NIfTI/MGH/Analyze image ({reason}); the file may be truncated or in "
+        "another format."
+    )
+
+
+def check_image_file(path: str | Path, max_voxel_mm: float | None = MAX_VOXEL_MM) -> None:
+    """Refuse a file from its header alone: missing, empty, unreadable header, not one 3D volume, bad affine."""
+    path = Path(path)
+    _check_exists(path)
     try:
         header = nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for damaged or foreign files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InvalidImageError(
-            f"{path}: cannot be read as a NIfTI/MGH/Analyze image ({reason}); the file may be truncated or in "
-            "another format."
-        ) from error
+    except Exception as error:
+        raise _unreadable(path, error) from error
     shape = tuple(int(s) for s in header.shape)
     spatial, extra = shape[:3], shape[3:]
     if len(shape) < 3 or min(spatial) < 2:
@@ -110,18 +119,11 @@ class LoadVolume(Transform):
 
     def __call__(self, filename: str | Path) -> MetaTensor:
         path = Path(filename)
-        if not path.is_file():
-            raise InvalidImageError(f"{path}: no such file.")
-        if path.stat().st_size == 0:
-            raise InvalidImageError(f"{path}: the file is empty (0 bytes); re-export or re-download it.")
+        _check_exists(path)
         try:
             image = self.loader(str(path))
         except Exception as error:  # nibabel/zlib raise many types for damaged files
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InvalidImageError(
-                f"{path}: cannot be read as a NIfTI/MGH image ({reason}); "
-                "the file may be truncated or in another format."
-            ) from error
+            raise _unreadable(path, error) from error
         check_volume(image, str(path))
         check_affine(image.affine.numpy(), str(path), self.max_voxel_mm)
         return image

@@ -161,27 +161,28 @@ def _family_bundles(names: Sequence[str]) -> list[Path]:
     return found
 
 
-def check(names: Sequence[str] = ()) -> list[str]:
-    """Generated files that differ from what their family and ``family.json`` give (bundle-relative paths)."""
+def _drifted(names: Sequence[str]) -> list[tuple[Path, str, str]]:
+    """(path, bundle-relative name, generated text) of every generated file that differs from what is on disk."""
     drifted = []
     for bundle in _family_bundles(names):
         for relative, text in render(bundle).items():
             path = bundle / relative
             if not path.is_file() or path.read_text() != text:
-                drifted.append(f"{bundle.name}/{relative}")
+                drifted.append((path, f"{bundle.name}/{relative}", text))
     return drifted
+
+
+def check(names: Sequence[str] = ()) -> list[str]:
+    """Generated files that differ from what their family and ``family.json`` give (bundle-relative paths)."""
+    return [name for _, name, _ in _drifted(names)]
 
 
 def generate(names: Sequence[str] = ()) -> list[str]:
     """Rewrite the generated files that changed; returns them."""
-    written = []
-    for bundle in _family_bundles(names):
-        for relative, text in render(bundle).items():
-            path = bundle / relative
-            if not path.is_file() or path.read_text() != text:
-                atomic_write_text(path, text)
-                written.append(f"{bundle.name}/{relative}")
-    return written
+    drifted = _drifted(names)
+    for path, _, text in drifted:
+        atomic_write_text(path, text)
+    return [name for _, name, _ in drifted]
 
 
 def main(*names: str, check_only: bool = False) -> int:
