@@ -3,10 +3,12 @@ checkpoints in training."""
 
 from .cohort import FAILURE_KEY, Cohort, CohortDataset, CohortEvaluator, CohortFailedError, init_distributed
 from .evaluation import DiceReport, VolumeProgress
+from .reports import ClassScalars, MetricsReport
 from .training import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
 
 __all__ = [
     "FAILURE_KEY",
+    "ClassScalars",
     "Cohort",
     "CohortDataset",
     "CohortEvaluator",
@@ -14,6 +16,7 @@ __all__ = [
     "DiceReport",
     "EpochProgress",
     "FallbackCheckpoint",
+    "MetricsReport",
     "TrainingCurves",
     "VolumeProgress",
     "handlers_for_rank",

@@ -54,6 +54,8 @@ FAILURE_KEY = "failure"
 """Key of a failure record: ``{"image": path, "id": name, "failure": reason}``."""
 
 _TABLE_INTERVAL_S = 30.0
+MAX_SHEET_SUBJECTS = 2000
+"""Contact sheets cover at most this many subjects (100 pages); every subject keeps its own QC picture."""
 
 
 class CohortFailedError(RuntimeError):
@@ -263,8 +265,10 @@ class Cohort:
         self._write_volumes()
         if self.contact_sheets:
             pictures = sorted(p for p in self.output_dir.glob("*_qc.png") if not p.name.startswith("."))
+            if len(pictures) > MAX_SHEET_SUBJECTS:
+                logger.info("QC contact sheets show the first %d of %d subjects", MAX_SHEET_SUBJECTS, len(pictures))
             if pictures:
-                write_contact_sheets(pictures, self.output_dir)
+                write_contact_sheets(pictures[:MAX_SHEET_SUBJECTS], self.output_dir)
 
     def check(self) -> None:
         """Raise :class:`CohortFailedError` if any input of the run (any rank) failed."""

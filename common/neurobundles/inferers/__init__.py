@@ -1,10 +1,12 @@
 from .brain_crop import BrainCropInferer, brain_box
 from .full_volume import FullVolumeInferer
 from .majority_vote import MajorityVoteInferer
+from .patches import NonOverlappingPatchInferer
 
 __all__ = [
     "BrainCropInferer",
     "FullVolumeInferer",
     "MajorityVoteInferer",
+    "NonOverlappingPatchInferer",
     "brain_box",
 ]

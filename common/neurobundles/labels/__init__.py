@@ -9,6 +9,7 @@ from .freesurfer import (
     tissue_map,
 )
 from .table import NON_BRAIN_IDS, LabelTable, write_lut
+from .tissues import TissueLabelTable
 
 __all__ = [
     "CEREBRAL_CORTEX_IDS",
@@ -18,6 +19,7 @@ __all__ = [
     "WHITE_MATTER_IDS",
     "LabelTable",
     "LutEntry",
+    "TissueLabelTable",
     "dkt31_map",
     "read_lut",
     "tissue_map",

@@ -1,5 +1,6 @@
 """Everything a run writes: label maps in the input's grid, volume tables, QC pictures, the cohort's tables."""
 
+from .analyze import SaveAnalyzeLabelsd
 from .cohort import FAILURES, VOLUMES, cohort_table, failures_table, read_failures
 from .label_maps import LABEL_MAP_EXTENSIONS, check_output_ext, save_label_map, smallest_label_dtype
 from .qc import QC_KEY, RenderQCd, qc_figure, visible_colors, write_contact_sheets
@@ -24,6 +25,7 @@ __all__ = [
     "VOLUMES",
     "LabelVolumesd",
     "RenderQCd",
+    "SaveAnalyzeLabelsd",
     "SaveSegmentationd",
     "brain_volume",
     "check_output_ext",
