@@ -9,15 +9,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "common" / "neurobundles"
 
-FOUNDATION = {"paths", "errors", "filenames", "subvolumes", "__version__"}
-"""Modules every part may use: environment locations, error types, file names, sub-volume geometry (and the
-package version)."""
+FOUNDATION = {"paths", "errors", "filenames", "subvolumes", "plausibility", "__version__"}
+"""Modules every part may use: environment locations, error types, file names, sub-volume geometry, input
+plausibility checks and warnings (and the package version)."""
 
 ALLOWED: dict[str, set[str]] = {
     "paths": set(),
     "errors": set(),
     "filenames": set(),
     "subvolumes": set(),
+    "plausibility": set(),
     "atomic": {"errors"},
     "networks": set(),
     "labels": set(),
