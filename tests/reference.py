@@ -1,6 +1,6 @@
 """A plain re-implementation of brainchop's published CLI pipeline, kept independent of the package.
 
-conform (identity for already conformed 256³ LIA inputs) → rescale to 0–255 (minimum → 0, 98th
+conform (identity for conformed inputs: a cube of 1 mm voxels in LIA) → rescale to 0–255 (minimum → 0, 98th
 percentile of non-zero voxels → 255, 1000-bin histogram) → 2–98 % quantile normalisation
 ((x − q02) / (q98 − q02 + 1e-3), clipped) → MeshNet → argmax → largest 26-connected component.
 MeshNet here is written out with ``F.conv3d``: weights straight from the published file (safetensors
@@ -37,8 +37,9 @@ def reference_segmentation(
     image: Path, weights: Path, dilations: list[int], activation: str, group_norm: bool = False
 ) -> np.ndarray:
     volume = nib.load(str(image))
-    if volume.shape != (256, 256, 256) or nib.aff2axcodes(volume.affine) != ("L", "I", "A"):
-        raise ValueError("the reference handles conformed 256³ LIA inputs only")
+    cube = len(set(volume.shape)) == 1 and np.allclose(volume.header.get_zooms()[:3], 1.0)
+    if not cube or nib.aff2axcodes(volume.affine) != ("L", "I", "A"):
+        raise ValueError("the reference handles conformed inputs only (a cube of 1 mm voxels in LIA)")
     x = np.asarray(volume.dataobj, dtype=np.float32)
     low, high = x.min(), x.max()
     counts, edges = np.histogram(x, 1000, (low, high))

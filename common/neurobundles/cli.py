@@ -12,11 +12,13 @@ import fire
 
 from neurobundles import zoo
 from neurobundles.atomic import check_writable_location
+from neurobundles.data import mtneuro as mtneuro_data
 from neurobundles.engines import CohortFailedError
 from neurobundles.errors import InvalidImageError, OutputNotWritableError, WeightsUnavailableError
 from neurobundles.outputs import FAILURES, check_output_ext, read_failures
 from neurobundles.plausibility import MAX_VOXEL_MM
 from neurobundles.tools import compare as compare_tool
+from neurobundles.tools import mtneuro_benchmark as mtneuro_tool
 from neurobundles.zoo import conformance, packaging
 
 __all__ = ["main", "segment"]
@@ -291,6 +293,41 @@ class Commands:
         except (FileNotFoundError, ValueError) as error:
             raise UserError(str(error)) from error
         print(compare_tool.format_table(results, tuple(options.get("bundle_names", compare_tool.BUNDLES))))
+
+    def fetch_mtneuro(
+        self, task: str = "task2_2D_4class", cache: str | None = None, splits: str = "train,val,test", retries: int = 5
+    ) -> None:
+        """Download an MTNeuro task's cutouts from BossDB (with intern) into a cache folder, for offline training.
+
+        Each region's image and label cutout per split is fetched once, checked on reuse (SHA-256) and replaced if
+        damaged. intern's server: ~/.intern/intern.cfg, else INTERN_PROTOCOL/INTERN_HOST/INTERN_TOKEN, else the
+        public https://api.bossdb.io. Train offline from the copy with `--cache_dir DIR --offline true`.
+
+        Args:
+            task: a task the bundles ship (task2_2D_3class, task2_2D_4class, task2_3D_3class, task2_3D_4class) or
+                the path of a task JSON file.
+            cache: cache folder (default $NEUROBUNDLES_HOME/mtneuro).
+            splits: comma-separated splits to fetch.
+            retries: tries per request (with exponential backoff).
+        """
+        parts = splits if isinstance(splits, (list, tuple)) else str(splits).split(",")  # fire may give a tuple
+        chosen = [str(part).strip() for part in parts if str(part).strip()]
+        try:
+            paths = mtneuro_data.prefetch(task, cache, splits=chosen, retries=retries)
+        except (mtneuro_data.MTNeuroTaskError, mtneuro_data.MTNeuroUnavailableError, KeyError) as error:
+            raise UserError(str(error).strip("'\"")) from error
+        folder = Path(cache).expanduser() if cache else mtneuro_data.default_cache_dir()
+        size = sum(path.stat().st_size for path in paths)
+        print(f"{len(paths)} cutout(s) of {task} ({', '.join(chosen)}) in {folder} ({size / 2**20:.1f} MiB)")
+
+    def mtneuro(self) -> mtneuro_tool.Commands:
+        """MTNeuro Task 1 and Task 3: ``neurobundles mtneuro fetch | benchmark | readout``.
+
+        fetch: the ROI settings' and Task 3 cutouts into the cache; benchmark: the multi-seed Task 1 table (mean ± std
+        over seeds 1, 100, 350, 631, 872 beside the published values); readout: the Task 3 R² table and scatter
+        plots. See ``neurobundles mtneuro benchmark --help`` and neurobundles.tools.mtneuro_benchmark.
+        """
+        return mtneuro_tool.Commands()
 
 
 def _inputs_as_paths(argv: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
-"""Where sub-volumes lie in a volume: cubes centred by a truncated Gaussian, and a centred grid of cubes.
+"""Where sub-volumes lie in a volume: cubes centred by a truncated Gaussian, a centred grid of cubes, patches.
 
 MeshNet's training recipe (Fedorov et al.; Catalyst.Neuro) crops sub-volumes whose centres are drawn from a
 Gaussian around the middle of the conformed volume; its inference segments a centred grid of cubes plus more
-such draws. Training transforms and inferers share these starts, so they live below both.
+such draws; DeepNAT cuts small patches around voxels and predicts their face neighbours. Training transforms and
+inferers share these, so they live below both.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.special import ndtr
 from scipy.stats import truncnorm
 
 __all__ = [
     "BLOG_COVARIANCE",
     "DEFAULT_SIGMA",
+    "HEAD_OFFSETS",
     "crop_sigmas",
+    "extract_patches",
     "gaussian_crop_starts",
     "grid_starts",
     "subvolume_starts",
@@ -110,3 +115,24 @@ def subvolume_starts(
     grid = grid_starts(spatial_shape, roi_size)
     extra = max(int(num_samples) - len(grid), 0)
     return np.concatenate([grid, gaussian_crop_starts(spatial_shape, roi_size, extra, rng, sigmas)])
+
+
+HEAD_OFFSETS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),
+    (-1, 0, 0),
+    (1, 0, 0),
+    (0, -1, 0),
+    (0, 1, 0),
+    (0, 0, -1),
+    (0, 0, 1),
+)
+"""Voxel offset predicted by each head: the patch centre, then its face neighbours −/+ along each array axis."""
+
+
+def extract_patches(image: torch.Tensor, centres: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``N×C×p³`` patches of a ``C×X×Y×Z`` image around ``N×3`` voxel centres; zeros outside the volume."""
+    half = patch_size // 2
+    padded = F.pad(image, (half,) * 6)
+    offsets = torch.arange(patch_size, device=image.device)
+    ix, iy, iz = (centres[:, axis, None] + offsets for axis in range(3))  # the padding shifts by +half
+    return padded[:, ix[:, :, None, None], iy[:, None, :, None], iz[:, None, None, :]].movedim(0, 1)

@@ -3,7 +3,9 @@ checkpoints in training."""
 
 from .cohort import FAILURE_KEY, Cohort, CohortDataset, CohortEvaluator, CohortFailedError, init_distributed
 from .evaluation import DiceReport, VolumeProgress
+from .previews import SlicePreview
 from .reports import ClassScalars, MetricsReport
+from .resume import KeyMetricSaver, ResumeTraining, interval_checkpoints
 from .training import EpochProgress, FallbackCheckpoint, TrainingCurves, handlers_for_rank
 
 __all__ = [
@@ -16,9 +18,13 @@ __all__ = [
     "DiceReport",
     "EpochProgress",
     "FallbackCheckpoint",
+    "KeyMetricSaver",
     "MetricsReport",
+    "ResumeTraining",
+    "SlicePreview",
     "TrainingCurves",
     "VolumeProgress",
     "handlers_for_rank",
     "init_distributed",
+    "interval_checkpoints",
 ]

@@ -7,6 +7,7 @@ from .io import LoadVolume, LoadVolumed, check_volume
 from .iseg import (
     ClassesToISegLabels,
     ClassesToISegLabelsd,
+    ISegIntensityd,
     ISegLabelsToClasses,
     ISegLabelsToClassesd,
     NonZeroMaskd,
@@ -14,6 +15,17 @@ from .iseg import (
 )
 from .labels import ArgMax, ArgMaxd, KeepLargestComponent, KeepLargestComponentd, MapLabels, MapLabelsd
 from .sampling import RandGaussianCrop, RandGaussianCropd
+from .slices import (
+    InputIntensity,
+    InputIntensityd,
+    SliceMajor,
+    SliceMajord,
+    SliceMinMax,
+    SliceMinMaxd,
+    VoxelSpacingd,
+    WholeTumour,
+    WholeTumourd,
+)
 
 __all__ = [
     "ArgMax",
@@ -26,8 +38,11 @@ __all__ = [
     "ConformIntensity",
     "ConformIntensityd",
     "Conformd",
+    "ISegIntensityd",
     "ISegLabelsToClasses",
     "ISegLabelsToClassesd",
+    "InputIntensity",
+    "InputIntensityd",
     "KeepLargestComponent",
     "KeepLargestComponentd",
     "LoadVolume",
@@ -41,6 +56,13 @@ __all__ = [
     "RandForegroundFractionCropd",
     "RandGaussianCrop",
     "RandGaussianCropd",
+    "SliceMajor",
+    "SliceMajord",
+    "SliceMinMax",
+    "SliceMinMaxd",
+    "VoxelSpacingd",
+    "WholeTumour",
+    "WholeTumourd",
     "check_volume",
     "conform_affine",
     "iseg_intensity",

@@ -4,6 +4,7 @@
 """
 
 from .config import bundle_root, label_names, load_bundle_weights, load_network, sibling_bundle, trained_checkpoint
+from .devices import auto_device
 from .discovery import (
     UnknownBundleError,
     bundle_names,
@@ -23,6 +24,7 @@ __all__ = [
     "SAMPLES",
     "RemoteFile",
     "UnknownBundleError",
+    "auto_device",
     "bundle_file",
     "bundle_names",
     "bundle_parser",
