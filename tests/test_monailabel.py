@@ -7,12 +7,7 @@ Elsewhere the module is skipped.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +19,7 @@ import torch
 
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
+from monailabel_server import download_app, running_server
 from neurobundles.labels import read_lut
 from neurobundles.zoo import bundle_names, bundle_parser, bundle_path, bundle_remote_files, load_metadata, run_workflow
 from neurobundles.zoo.packaging import export_bundle
@@ -43,27 +39,16 @@ def _t1_input(name: str) -> bool:
 TRAINABLE = [
     name for name in bundle_names() if (bundle_path(name) / "configs" / "train.json").is_file() and _t1_input(name)
 ] or [pytest.param(None, marks=pytest.mark.skip(reason="no bundle has configs/train.json yet"))]
-STARTUP_TIMEOUT_S = 300
-
-
-def _monailabel(*args: str) -> list[str]:
-    return [sys.executable, "-m", "monailabel.main", *args]
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, shared_data) -> Path:
     """MONAI Label's monaibundle sample app with every bundle exported into its model folder."""
     root = tmp_path_factory.mktemp("monailabel")
-    subprocess.run(_monailabel("apps", "--download", "--name", "monaibundle", "--output", str(root)), check=True)
+    download_app(root)
     for name in bundle_names():
         export_bundle(name, root / "monaibundle" / "model")
     return root / "monaibundle"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,35 +56,8 @@ def server(app, t1_crop, tmp_path_factory) -> Iterator[str]:
     """``monailabel start_server`` on 127.0.0.1 over a studies folder holding a real T1; yields its URL."""
     studies = tmp_path_factory.mktemp("studies")
     shutil.copy(t1_crop, studies / "t1_crop.nii.gz")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    command = _monailabel(
-        "start_server", "--app", str(app), "--studies", str(studies),
-        "--conf", "models", ",".join(BUNDLES),
-        "--conf", "zoo_source", "github",  # use the local bundles in <app>/model, never the zoo
-        "--conf", "sam2", "false", "--conf", "skip_trainers", "true",
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
-    env = os.environ | {"MONAI_LABEL_SESSION_PATH": str(tmp_path_factory.mktemp("sessions"))}
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"monailabel exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/info/", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"monailabel did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-                time.sleep(0.5)
+    with running_server(app, studies, ",".join(BUNDLES), tmp_path_factory) as (url, _log):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def _info(url: str) -> dict:

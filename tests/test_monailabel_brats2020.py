@@ -13,10 +13,6 @@ the round trip is compared voxel for voxel with the bundle's own run, in seconds
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -32,20 +28,16 @@ import torch
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
 from layouts_brats2020 import AFFINE, anatomy, synthesise, tumour_labels
+from monailabel_server import download_app, running_server
 from neurobundles.zoo import bundle_parser, run_workflow
 from neurobundles.zoo.packaging import export_bundle
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.slow]
 
 BUNDLE = "segnet_brats2020_wholetumor"
-STARTUP_TIMEOUT_S = 300
 SMALL = {"sw_batch_size": 16}
 BOX = (slice(60, 156), slice(70, 166), slice(50, 90))
 """96 × 96 × 40 voxels of a BraTS grid holding brain and tumour: inference takes about a second."""
-
-
-def _monailabel(*args: str) -> list[str]:
-    return [sys.executable, "-m", "monailabel.main", *args]
 
 
 def _small_bundle(bundle_dir: Path, flair: Path) -> Path:
@@ -75,7 +67,7 @@ def _small_bundle(bundle_dir: Path, flair: Path) -> Path:
 def app(studies: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MONAI Label's monaibundle sample app with the small, seeded bundle in its model folder."""
     root = tmp_path_factory.mktemp("monailabel")
-    subprocess.run(_monailabel("apps", "--download", "--name", "monaibundle", "--output", str(root)), check=True)
+    download_app(root)
     _small_bundle(export_bundle(BUNDLE, root / "monaibundle" / "model"), studies / "BraTS20_Training_002_flair.nii.gz")
     return root / "monaibundle"
 
@@ -101,44 +93,11 @@ def studies(fsaverage: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(app: Path, studies: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """``monailabel start_server`` on 127.0.0.1 serving the bundle; yields (URL, log file)."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    command = _monailabel(
-        "start_server", "--app", str(app), "--studies", str(studies),
-        "--conf", "models", BUNDLE,
-        "--conf", "zoo_source", "github",  # the local bundle in <app>/model, never the zoo
-        "--conf", "sam2", "false", "--conf", "skip_trainers", "true",
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
-    env = os.environ | {"MONAI_LABEL_SESSION_PATH": str(tmp_path_factory.mktemp("sessions"))}
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"monailabel exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/info/", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"monailabel did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-                time.sleep(0.5)
+    with running_server(app, studies, BUNDLE, tmp_path_factory) as (url, log):
         yield url, log
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def _infer(url: str, image: str, target: Path, params: dict | None = None) -> nib.Nifti1Image:

@@ -19,7 +19,6 @@ warning.
 
 from __future__ import annotations
 
-import glob
 import io
 import logging
 from collections.abc import Hashable, Mapping, Sequence
@@ -35,7 +34,7 @@ from monai.transforms import MapTransform
 from neurobundles.atomic import atomic_save
 from neurobundles.errors import InvalidImageError, reported
 
-from .folders import is_output_file, unique_ids
+from .folders import find_inputs, unique_ids
 
 __all__ = [
     "CUTOUT_SUFFIXES",
@@ -237,34 +236,6 @@ def save_cutout_labels(labels: np.ndarray | torch.Tensor, source: str | Path, ta
     return target
 
 
-def _candidates(paths: Sequence[Path], exclude: Sequence[Path]) -> list[Path]:
-    def inside(path: Path) -> bool:
-        resolved = path.resolve()
-        return any(resolved == folder or folder in resolved.parents for folder in exclude)
-
-    return [p for p in paths if p.is_file() and cutout_format(p) and not is_output_file(p) and not inside(p)]
-
-
-def _expand(entry: str | Path, recursive: bool, exclude: Sequence[Path]) -> list[Path]:
-    text = str(entry)
-    if any(char in text for char in "*?[") and not Path(text).exists():
-        matches = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
-        if not matches:
-            raise FileNotFoundError(f"{text}: the pattern matches no file.")
-        return _candidates(matches, exclude)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        found = _candidates(sorted(path.rglob("*") if recursive else path.iterdir()), exclude)
-        if not found:
-            raise FileNotFoundError(
-                f"{path}: the folder holds no cutout ({', '.join(CUTOUT_SUFFIXES)}) other than outputs of earlier runs."
-            )
-        return found
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder.")
-    return [path]
-
-
 @reported
 def cutout_datalist(
     inputs: str | Path | Sequence[str | Path], recursive: bool = False, exclude: Sequence[str | Path] = ()
@@ -281,19 +252,8 @@ def cutout_datalist(
         recursive: search folders recursively.
         exclude: folders whose files are never inputs.
     """
-    entries = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    if not entries:
-        raise ValueError("no input given: pass cutout files (.npy, .tif, .nii.gz), folders or glob patterns.")
-    folders = [Path(entry).expanduser().resolve() for entry in entries if Path(entry).expanduser().is_dir()]
-    below = [Path(f).resolve() for f in exclude]
-    below = [f for f in below if not any(f == folder or f in folder.parents for folder in folders)]
-    paths: list[Path] = []
-    for entry in entries:
-        for path in _expand(entry, recursive, below):
-            if path.resolve() not in {p.resolve() for p in paths}:
-                paths.append(path)
-    if not paths:
-        raise FileNotFoundError(f"no cutout found in {', '.join(map(str, entries))}.")
+    kind = f"cutout ({', '.join(CUTOUT_SUFFIXES)})"
+    paths = find_inputs(inputs, lambda path: bool(cutout_format(path)), kind, recursive, exclude)
     stems = [cutout_stem(p) for p in paths]
     ids = stems if len(set(stems)) == len(stems) else unique_ids(paths)
     return [{"image": str(path), "id": ident} for path, ident in zip(paths, ids)]

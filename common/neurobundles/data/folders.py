@@ -6,13 +6,13 @@ import glob
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from neurobundles.errors import reported
 from neurobundles.filenames import IMAGE_SUFFIXES, image_stem, is_image_file
 
-__all__ = ["image_datalist", "is_image_file", "is_output_file", "unique_ids"]
+__all__ = ["find_inputs", "image_datalist", "is_image_file", "is_output_file", "unique_ids"]
 
 
 def is_output_file(path: Path) -> bool:
@@ -38,30 +38,58 @@ def _inside(path: Path, folders: Sequence[Path]) -> bool:
     return any(resolved == folder or folder in resolved.parents for folder in folders)
 
 
-def _candidates(paths: Sequence[Path], exclude: Sequence[Path]) -> list[Path]:
-    """Image files among ``paths``, without this package's outputs and what lies in ``exclude``."""
-    return [p for p in paths if is_image_file(p) and not is_output_file(p) and not _inside(p, exclude)]
+def _candidates(paths: Sequence[Path], accept: Callable[[Path], bool], exclude: Sequence[Path]) -> list[Path]:
+    """Accepted files among ``paths``, without this package's outputs and what lies in ``exclude``."""
+    return [p for p in paths if p.is_file() and accept(p) and not is_output_file(p) and not _inside(p, exclude)]
 
 
-def _expand(entry: str | Path, recursive: bool, exclude: Sequence[Path] = ()) -> list[Path]:
+def _expand(
+    entry: str | Path, recursive: bool, accept: Callable[[Path], bool], kind: str, exclude: Sequence[Path]
+) -> list[Path]:
     text = str(entry)
     if any(char in text for char in "*?[") and not Path(text).exists():
         matches = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
         if not matches:
             raise FileNotFoundError(f"{text}: the pattern matches no file.")
-        return _candidates(matches, exclude)
+        return _candidates(matches, accept, exclude)
     path = Path(text).expanduser()
     if path.is_dir():
-        found = _candidates(sorted(path.rglob("*") if recursive else path.iterdir()), exclude)
+        found = _candidates(sorted(path.rglob("*") if recursive else path.iterdir()), accept, exclude)
         if not found:
-            raise FileNotFoundError(
-                f"{path}: the folder holds no NIfTI/MGH/Analyze image ({', '.join(IMAGE_SUFFIXES)}) "
-                "other than outputs of earlier runs."
-            )
+            raise FileNotFoundError(f"{path}: the folder holds no {kind} other than outputs of earlier runs.")
         return found
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder.")
     return [path]
+
+
+def find_inputs(
+    inputs: str | Path | Sequence[str | Path],
+    accept: Callable[[Path], bool],
+    kind: str,
+    recursive: bool = False,
+    exclude: Sequence[str | Path] = (),
+) -> list[Path]:
+    """The files given or found in folders and by glob patterns, once each, in a stable order.
+
+    Files found in folders or by patterns must pass ``accept`` and leave out this package's own outputs (label maps
+    with their summary beside them, hidden temporaries) and anything inside ``exclude`` (the output folder, when it
+    lies in an input folder); files named explicitly are always taken. ``kind`` names what is looked for in errors.
+    """
+    entries = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not entries:
+        raise ValueError(f"no input given: pass {kind} files, folders or glob patterns.")
+    folders = [Path(entry).expanduser().resolve() for entry in entries if Path(entry).expanduser().is_dir()]
+    below = [Path(f).resolve() for f in exclude]  # only an output folder inside an input folder is left out
+    below = [f for f in below if not any(f == folder or f in folder.parents for folder in folders)]
+    paths: list[Path] = []
+    for entry in entries:
+        for path in _expand(entry, recursive, accept, kind, below):
+            if path.resolve() not in {p.resolve() for p in paths}:
+                paths.append(path)
+    if not paths:
+        raise FileNotFoundError(f"no {kind} found in {', '.join(map(str, entries))}.")
+    return paths
 
 
 def unique_ids(paths: Sequence[Path]) -> list[str]:
@@ -97,17 +125,6 @@ def image_datalist(
         recursive: search folders recursively.
         exclude: folders whose files are never inputs.
     """
-    entries = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    if not entries:
-        raise ValueError("no input given: pass image files, folders or glob patterns.")
-    folders = [Path(entry).expanduser().resolve() for entry in entries if Path(entry).expanduser().is_dir()]
-    below = [Path(f).resolve() for f in exclude]  # only an output folder inside an input folder is left out
-    below = [f for f in below if not any(f == folder or f in folder.parents for folder in folders)]
-    paths: list[Path] = []
-    for entry in entries:
-        for path in _expand(entry, recursive, below):
-            if path.resolve() not in {p.resolve() for p in paths}:
-                paths.append(path)
-    if not paths:
-        raise FileNotFoundError(f"no image found in {', '.join(map(str, entries))}.")
+    kind = f"NIfTI/MGH/Analyze image ({', '.join(IMAGE_SUFFIXES)})"
+    paths = find_inputs(inputs, is_image_file, kind, recursive, exclude)
     return [{"image": str(path), "id": ident} for path, ident in zip(paths, unique_ids(paths))]

@@ -1,0 +1,71 @@
+"""Starting MONAI Label for the round-trip tests: its command line, the sample app and a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+STARTUP_TIMEOUT_S = 300
+
+
+def monailabel(*args: str) -> list[str]:
+    """``monailabel ARGS`` run by this interpreter (the venv MONAI Label is installed in)."""
+    return [sys.executable, "-m", "monailabel.main", *args]
+
+
+def download_app(root: Path) -> Path:
+    """MONAI Label's ``monaibundle`` sample app, copied from the installed package (no network)."""
+    subprocess.run(monailabel("apps", "--download", "--name", "monaibundle", "--output", str(root)), check=True)
+    return root / "monaibundle"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(
+    app: Path, studies: Path, models: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """``monailabel start_server`` serving ``models`` (comma-separated) of ``app`` over ``studies``, inference only;
+    yields (URL, log file) once ``/info/`` answers, and stops the server afterwards."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    command = monailabel(
+        "start_server", "--app", str(app), "--studies", str(studies),
+        "--conf", "models", models,
+        "--conf", "zoo_source", "github",  # the local bundles in <app>/model, never the zoo
+        "--conf", "sam2", "false", "--conf", "skip_trainers", "true",
+        "--host", "127.0.0.1", "--port", str(port),
+    )  # fmt: skip
+    env = os.environ | {"MONAI_LABEL_SESSION_PATH": str(tmp_path_factory.mktemp("sessions"))}
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"monailabel exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/info/", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"monailabel did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+                time.sleep(0.5)
+        yield url, log
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
