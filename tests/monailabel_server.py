@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import nibabel as nib
 import pytest
 
 STARTUP_TIMEOUT_S = 300
@@ -69,3 +72,12 @@ def running_server(
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def infer(url: str, bundle: str, image: str, target: Path, params: dict | None = None) -> nib.Nifti1Image:
+    """``POST /infer/<bundle>?image=<id>`` with ``params``; the label map it returns, saved as ``target``."""
+    body = urllib.parse.urlencode({"params": json.dumps(params or {})}).encode()
+    request = urllib.request.Request(f"{url}/infer/{bundle}?image={image}&output=image", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=600) as response:
+        target.write_bytes(response.read())
+    return nib.load(str(target))

@@ -28,7 +28,7 @@ import torch
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
 from layouts_brats2020 import AFFINE, anatomy, synthesise, tumour_labels
-from monailabel_server import download_app, running_server
+from monailabel_server import download_app, infer, running_server
 from neurobundles.zoo import bundle_parser, run_workflow
 from neurobundles.zoo.packaging import export_bundle
 
@@ -100,14 +100,6 @@ def server(app: Path, studies: Path, tmp_path_factory: pytest.TempPathFactory) -
         yield url, log
 
 
-def _infer(url: str, image: str, target: Path, params: dict | None = None) -> nib.Nifti1Image:
-    body = urllib.parse.urlencode({"params": json.dumps(params or {})}).encode()
-    request = urllib.request.Request(f"{url}/infer/{BUNDLE}?image={image}&output=image", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=600) as response:
-        target.write_bytes(response.read())
-    return nib.load(str(target))
-
-
 def test_server_lists_the_bundle_with_the_whole_tumour(server: tuple[str, Path]) -> None:
     with urllib.request.urlopen(f"{server[0]}/info/", timeout=30) as response:
         model = json.load(response)["models"][BUNDLE]
@@ -117,7 +109,7 @@ def test_server_lists_the_bundle_with_the_whole_tumour(server: tuple[str, Path])
 def test_server_finds_the_other_sequences_beside_the_flair_and_infers_what_the_bundle_does(
     server: tuple[str, Path], app: Path, studies: Path, tmp_path: Path
 ) -> None:
-    served = _infer(server[0], "BraTS20_Training_002_flair", tmp_path / "served.nii.gz")
+    served = infer(server[0], BUNDLE, "BraTS20_Training_002_flair", tmp_path / "served.nii.gz")
     flair = studies / "BraTS20_Training_002_flair.nii.gz"
     source = nib.load(str(flair))
     assert served.shape == source.shape and np.allclose(served.affine, source.affine, atol=1e-4)
@@ -129,9 +121,9 @@ def test_server_finds_the_other_sequences_beside_the_flair_and_infers_what_the_b
 
 
 def test_sequences_named_in_the_request_are_used(server: tuple[str, Path], tmp_path: Path) -> None:
-    beside = np.asarray(_infer(server[0], "BraTS20_Training_002_flair", tmp_path / "a.nii.gz").dataobj)
+    beside = np.asarray(infer(server[0], BUNDLE, "BraTS20_Training_002_flair", tmp_path / "a.nii.gz").dataobj)
     params = {"t1": "BraTS20_Training_002_t1", "t2": "BraTS20_Training_002_t2"}
-    named = np.asarray(_infer(server[0], "lonely_flair", tmp_path / "b.nii.gz", params).dataobj)
+    named = np.asarray(infer(server[0], BUNDLE, "lonely_flair", tmp_path / "b.nii.gz", params).dataobj)
     assert np.array_equal(beside, named)  # lonely_flair is case 002's FLAIR under another name
 
 
@@ -140,7 +132,7 @@ def test_a_flair_without_its_sequences_is_refused_with_the_reason_in_the_log(
 ) -> None:
     url, log = server
     with pytest.raises(urllib.error.HTTPError):
-        _infer(url, "lonely_flair", tmp_path / "c.nii.gz")
+        infer(url, BUNDLE, "lonely_flair", tmp_path / "c.nii.gz")
     expected = "lonely_flair.nii.gz: no t1 image of case lonely beside it"
     deadline = time.monotonic() + 30  # the server logs the traceback after answering
     while expected not in log.read_text() and time.monotonic() < deadline:

@@ -25,7 +25,7 @@ import torch
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
 from layouts_iseg2017 import subject_arrays
-from monailabel_server import download_app, running_server
+from monailabel_server import download_app, infer, running_server
 from neurobundles.zoo import bundle_parser, run_workflow
 from neurobundles.zoo.packaging import export_bundle
 
@@ -85,14 +85,6 @@ def server(app: Path, studies: Path, tmp_path_factory: pytest.TempPathFactory) -
         yield url, log
 
 
-def _infer(url: str, image: str, target: Path, params: dict | None = None) -> nib.Nifti1Image:
-    body = urllib.parse.urlencode({"params": json.dumps(params or {})}).encode()
-    request = urllib.request.Request(f"{url}/infer/{BUNDLE}?image={image}&output=image", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=600) as response:
-        target.write_bytes(response.read())
-    return nib.load(str(target))
-
-
 def test_server_lists_the_bundle_with_its_tissues(server: tuple[str, Path]) -> None:
     with urllib.request.urlopen(f"{server[0]}/info/", timeout=30) as response:
         model = json.load(response)["models"][BUNDLE]
@@ -102,7 +94,7 @@ def test_server_lists_the_bundle_with_its_tissues(server: tuple[str, Path]) -> N
 def test_server_finds_the_t2_beside_the_t1_and_infers_what_the_bundle_does(
     server: tuple[str, Path], app: Path, studies: Path, tmp_path: Path
 ) -> None:
-    served = _infer(server[0], "subject-11_T1", tmp_path / "served.nii.gz")
+    served = infer(server[0], BUNDLE, "subject-11_T1", tmp_path / "served.nii.gz")
     t1 = studies / "subject-11_T1.nii.gz"
     source = nib.load(str(t1))
     assert served.shape == source.shape and np.allclose(served.affine, source.affine, atol=1e-4)
@@ -114,15 +106,15 @@ def test_server_finds_the_t2_beside_the_t1_and_infers_what_the_bundle_does(
 
 
 def test_a_t2_named_in_the_request_is_used(server: tuple[str, Path], tmp_path: Path) -> None:
-    beside = np.asarray(_infer(server[0], "subject-11_T1", tmp_path / "a.nii.gz").dataobj)
-    named = np.asarray(_infer(server[0], "lonely_T1", tmp_path / "b.nii.gz", {"t2": "subject-11_T2"}).dataobj)
+    beside = np.asarray(infer(server[0], BUNDLE, "subject-11_T1", tmp_path / "a.nii.gz").dataobj)
+    named = np.asarray(infer(server[0], BUNDLE, "lonely_T1", tmp_path / "b.nii.gz", {"t2": "subject-11_T2"}).dataobj)
     assert np.array_equal(beside, named)  # lonely_T1 is subject-11's T1 under another name
 
 
 def test_a_t1_without_t2_is_refused_with_the_reason_in_the_log(server: tuple[str, Path], tmp_path: Path) -> None:
     url, log = server
     with pytest.raises(urllib.error.HTTPError):
-        _infer(url, "lonely_T1", tmp_path / "c.nii.gz")
+        infer(url, BUNDLE, "lonely_T1", tmp_path / "c.nii.gz")
     expected = "lonely_T1.nii.gz: no T2 image found beside this T1 (looked for lonely_T2.nii.gz"
     deadline = time.monotonic() + 30  # the server logs the traceback after answering
     while expected not in log.read_text() and time.monotonic() < deadline:
