@@ -26,22 +26,14 @@ from neurobundles.data.miccai2012 import (
     miccai2012_datalist,
     structure_map,
 )
-from neurobundles.inferers.deepnat import DeepNATInferer, DenseCRF, HeadVotes
+from neurobundles.inferers.deepnat import DenseCRF, HeadVotes
 from neurobundles.networks.deepnat import DeepNAT, DeepNATCascade, dense_logits, patch_logits
 from neurobundles.transforms.coordinates import cartesian_coordinates, coordinate_maps, spectral_coordinates
 from neurobundles.transforms.labels import MapLabels
 from neurobundles.transforms.patch_sampling import RandDeepNATPatchesd, default_class_weights
 
-OVERFIT = {
-    "downsample": 3,
-    "channels": (4, 16, 16),
-    "fc_channels": (256, 128),
-    "dropout": 0.0,
-    "batch": 128,
-    "steps": (30, 350),
-    "lr": 1e-2,
-}
-"""Settings of the overfit run (one fixture subject at 3 mm; the released topology with narrow layers)."""
+DOWNSAMPLE = 3
+"""Voxel size of the MICCAI 2012 fixture in mm (the bundle's learning test trains on the same fixture)."""
 
 
 def _volume(path: Path) -> np.ndarray:
@@ -285,7 +277,7 @@ def test_crf_removes_isolated_noise_and_keeps_the_boundary(ventricle_crop: tuple
 def miccai(tmp_path_factory: pytest.TempPathFactory, fsaverage: Path) -> Path:
     root = tmp_path_factory.mktemp("miccai2012")
     return make_miccai2012(
-        root, fsaverage.parent, training=1, testing=1, subjects=("fsaverage",), downsample=OVERFIT["downsample"]
+        root, fsaverage.parent, training=1, testing=1, subjects=("fsaverage",), downsample=DOWNSAMPLE
     )
 
 
@@ -393,81 +385,3 @@ def test_sampler_is_deterministic_given_its_seed(subject: dict) -> None:
 
     assert torch.equal(centres(5), centres(5))
     assert not torch.equal(centres(5), centres(6))
-
-
-# --- learning -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(subject: dict) -> tuple[DeepNATCascade, float]:
-    """Both stages overfitted on the fixture subject with the sampler (plain PyTorch loop); and the seconds."""
-    torch.manual_seed(0)
-    began = time.perf_counter()
-
-    def make(classes: int) -> DeepNAT:
-        return DeepNAT(
-            out_channels=classes,
-            channels=OVERFIT["channels"],
-            fc_channels=OVERFIT["fc_channels"],
-            dropout=OVERFIT["dropout"],
-        )
-
-    cascade = DeepNATCascade(make(2), make(26))
-    batch, refill = OVERFIT["batch"], 10
-    for stage, steps in zip((1, 2), OVERFIT["steps"]):
-        network = cascade.stage1 if stage == 1 else cascade.stage2
-        sampler = RandDeepNATPatchesd("image", stage=stage, num_samples=batch * refill)
-        sampler.set_random_state(stage)
-        optimiser = torch.optim.Adam(network.parameters(), lr=OVERFIT["lr"])
-        loss = torch.nn.CrossEntropyLoss()
-        network.train()
-        for step in range(steps):
-            if step % refill == 0:
-                samples = sampler(subject)
-                pool = [torch.stack([s[k] for s in samples]) for k in ("image", "coords", "label")]
-            part = slice((step % refill) * batch, (step % refill + 1) * batch)
-            error = loss(network(pool[0][part], pool[1][part]), pool[2][part])
-            optimiser.zero_grad()
-            error.backward()
-            optimiser.step()
-    return cascade.eval(), time.perf_counter() - began
-
-
-@pytest.mark.slow
-def test_overfit_reaches_mean_dice_0_7_on_the_25_structures(subject: dict, trained: tuple) -> None:
-    cascade, train_seconds = trained
-    inputs = torch.cat([subject["image"], subject["coords"], subject["mask"]])[None]
-    began = time.perf_counter()
-    labels = DeepNATInferer()(inputs, cascade)[0, 0].numpy()
-    infer_seconds = time.perf_counter() - began
-    dice = _dice(labels, subject["label"][0].numpy(), range(1, 26))
-    print(
-        f"overfit {OVERFIT}: training {train_seconds:.1f} s, dense inference {infer_seconds:.1f} s, "
-        f"mean Dice {np.mean(dice):.3f}, per structure {np.round(dice, 2).tolist()}"
-    )
-    assert np.mean(dice) >= 0.7
-
-
-@pytest.mark.slow
-def test_dense_equals_per_patch_with_trained_weights(subject: dict, trained: tuple) -> None:
-    """The overfitted stage-2 network (batch-norm statistics from training): 500 random brain voxels."""
-    network = trained[0].stage2
-    centres = torch.nonzero(subject["mask"][0])
-    dense = dense_logits(network, subject["image"], subject["coords"], centres)
-    subset = torch.randperm(len(centres), generator=torch.Generator().manual_seed(2))[:500]
-    reference = patch_logits(network, subject["image"], subject["coords"], centres[subset])
-    assert (dense[subset].max(1).indices == reference.max(1).indices).float().mean() >= 0.999
-    assert (torch.softmax(dense[subset], 1) - torch.softmax(reference, 1)).abs().max() < 1e-4
-
-
-@pytest.mark.slow
-def test_patch_mode_inferer_gives_the_dense_labels(subject: dict, trained: tuple) -> None:
-    """The reference inferer (every patch cut) on a small block of the brain agrees with the dense one."""
-    inputs = torch.cat([subject["image"], subject["coords"], subject["mask"]])[None]
-    block = torch.zeros_like(inputs[:, -1:])
-    centre = torch.nonzero(subject["mask"][0]).float().mean(0).long()
-    block[(0, 0, *(slice(int(c) - 4, int(c) + 4) for c in centre))] = 1
-    inputs = torch.cat([inputs[:, :-1], inputs[:, -1:] * block], 1)
-    dense = DeepNATInferer("dense")(inputs, trained[0])
-    patch = DeepNATInferer("patch")(inputs, trained[0])
-    assert (dense == patch).float().mean() >= 0.999

@@ -82,3 +82,16 @@ def test_no_brain_found_gives_background(network):
     with torch.no_grad():
         out = BrainCropInferer(ThresholdMask())(torch.zeros(1, 1, 16, 16, 16), network)
     assert out.eq(0).all()
+
+
+@pytest.mark.parametrize(
+    "bundle", ["meshnet_hcp_aparc104", "meshnet_hcp_dkt50", "meshnet_hcp_subcortical", "meshnet_hcp_tissue"]
+)
+def test_brain_crop_inferer_builds_from_the_bundle_config_without_loading_the_mask_network(bundle):
+    """``--brain_crop`` selects this config id; the mask network is loaded on first use, not when it is built."""
+    from neurobundles.zoo import bundle_parser
+
+    inferer = bundle_parser(bundle, "inference").get_parsed_content("brain_crop_inferer")
+    assert isinstance(inferer, BrainCropInferer)
+    assert callable(inferer._mask_network) and not isinstance(inferer._mask_network, nn.Module)
+    assert inferer._mask_network.keywords["bundle"].endswith("meshnet_hcp_brainmask")

@@ -265,7 +265,7 @@ def test_export_of_an_untrained_bundle_has_no_weights_for_monailabel_to_serve(bu
 
 
 def test_export_command_writes_a_copy_monailabel_can_serve(tmp_path, capsys, shared_data):
-    bundle = BUNDLES[0]
+    bundle = PUBLISHED[0]
     assert main(["export", bundle, str(tmp_path)]) == 0
     copy = tmp_path / bundle
     assert capsys.readouterr().out.strip() == str(copy)

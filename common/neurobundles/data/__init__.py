@@ -1,4 +1,4 @@
-from . import mtneuro
+from . import miccai2012, mtneuro
 from .brats import (
     BRATS_LABELS,
     BRATS_MODALITIES,
@@ -14,6 +14,7 @@ from .folders import image_datalist, is_image_file, is_output_file, unique_ids
 from .freesurfer import check_pair, freesurfer_datalist
 from .iseg import FindT2d, iseg_datalist, iseg_inputs, iseg_split, iseg_subject, require_training_data
 from .masks import mask_datalist
+from .miccai2012 import StructureClassesd, deepnat_datalist, deepnat_inputs
 from .mindboggle import MINDBOGGLE_IMAGE, MINDBOGGLE_LABEL, mindboggle_datalist
 from .mtneuro import MTNeuroDataset, mtneuro_augmentation
 from .prefetch import PrefetchDataLoader
@@ -35,6 +36,7 @@ __all__ = [
     "PrefetchDataLoader",
     "ShardedCacheDataset",
     "SliceDataset",
+    "StructureClassesd",
     "SubVolumeDataset",
     "VolumeBlockSampler",
     "brats_datalist",
@@ -42,6 +44,8 @@ __all__ = [
     "brats_split",
     "check_pair",
     "cutout_datalist",
+    "deepnat_datalist",
+    "deepnat_inputs",
     "freesurfer_datalist",
     "held_out",
     "image_datalist",
@@ -52,6 +56,7 @@ __all__ = [
     "iseg_split",
     "iseg_subject",
     "mask_datalist",
+    "miccai2012",
     "min_across_ranks",
     "mindboggle_datalist",
     "mtneuro",

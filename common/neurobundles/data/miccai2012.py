@@ -28,7 +28,11 @@ from monai.transforms import MapTransform, Transform
 from monai.utils.type_conversion import convert_to_dst_type
 from scipy import ndimage
 
-from neurobundles.data.freesurfer import check_pair
+from neurobundles.data.folders import image_datalist
+from neurobundles.data.freesurfer import check_pair, freesurfer_datalist
+from neurobundles.filenames import image_stem
+from neurobundles.transforms.brain_mask import MASK_SUFFIX, beside
+from neurobundles.transforms.labels import MapLabels
 
 __all__ = [
     "CEREBRAL_GM_IDS",
@@ -36,6 +40,7 @@ __all__ = [
     "FREESURFER_NEAREST_WM",
     "FREESURFER_TO_NEUROMORPHOMETRICS",
     "FREESURFER_TO_STRUCTURE",
+    "LAYOUTS",
     "NEUROMORPHOMETRICS",
     "OUTPUT_IDS",
     "STRUCTURES",
@@ -45,7 +50,10 @@ __all__ = [
     "BrainMaskFromLabelsd",
     "FreeSurferStructures",
     "FreeSurferStructuresd",
+    "StructureClassesd",
     "brain_mask_from_labels",
+    "deepnat_datalist",
+    "deepnat_inputs",
     "freesurfer_to_neuromorphometrics",
     "label_table",
     "miccai2012_datalist",
@@ -385,6 +393,59 @@ class FreeSurferStructuresd(MapTransform):
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = FreeSurferStructures()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+# --- bundle datalists -----------------------------------------------------------------------------------------
+
+LAYOUTS = ("miccai2012", "freesurfer")
+"""Training data DeepNAT's bundle reads: the MICCAI 2012 release, or FreeSurfer subjects (``aparc+aseg``)."""
+
+
+def deepnat_datalist(root: str | Path, layout: str = "miccai2012", split: str = "training") -> list[dict[str, str]]:
+    """Labelled items ``{"image", "label", "id"}`` from a MICCAI 2012 release folder (``split``: ``"training"``,
+    ``"testing"`` or ``"all"``) or a FreeSurfer subjects folder (``orig.mgz`` with ``aparc+aseg.mgz``; ``split``
+    is ignored: split the subjects with :func:`neurobundles.data.splits.split_datalist`)."""
+    if layout == "miccai2012":
+        return miccai2012_datalist(root, split)
+    if layout == "freesurfer":
+        return freesurfer_datalist(root, image=("orig.mgz", "T1.mgz"), label="aparc+aseg.mgz")
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+
+
+def deepnat_inputs(
+    inputs: str | Path | Sequence[str | Path],
+    recursive: bool = False,
+    exclude: Sequence[str | Path] = (),
+    mask_suffix: str = MASK_SUFFIX,
+) -> list[dict[str, str]]:
+    """Images to segment, ``{"image", "id"}``, each with ``"mask"`` when ``<stem><mask_suffix>.nii(.gz)`` lies
+    beside it (a brain mask on the image's grid); the mask files themselves are not inputs."""
+    found = image_datalist(inputs, recursive, exclude)
+    items = [item for item in found if not image_stem(item["image"]).endswith(mask_suffix)]
+    for item in items:
+        mask = beside(item["image"], mask_suffix)
+        if mask is not None:
+            item["mask"] = mask
+    if not items:
+        raise FileNotFoundError(f"{inputs}: only brain masks (*{mask_suffix}), no image to segment.")
+    return items
+
+
+class StructureClassesd(MapTransform):
+    """Label maps under ``keys`` → DeepNAT's class indices 0..25, from Neuromorphometrics ids (``layout``
+    ``"miccai2012"``: :func:`structure_map`) or FreeSurfer ids (``"freesurfer"``: :class:`FreeSurferStructures`)."""
+
+    def __init__(self, keys: KeysCollection, layout: str = "miccai2012", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+        self.transform = MapLabels(structure_map()) if layout == "miccai2012" else FreeSurferStructures()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -3,6 +3,7 @@ checkpoints in training."""
 
 from .cohort import FAILURE_KEY, Cohort, CohortDataset, CohortEvaluator, CohortFailedError, init_distributed
 from .evaluation import DiceReport, VolumeProgress
+from .patches import PatchCoordinatesBatch, centre_head, keep_trained_stages
 from .previews import SlicePreview
 from .reports import ClassScalars, MetricsReport
 from .resume import KeyMetricSaver, ResumeTraining, interval_checkpoints
@@ -20,11 +21,14 @@ __all__ = [
     "FallbackCheckpoint",
     "KeyMetricSaver",
     "MetricsReport",
+    "PatchCoordinatesBatch",
     "ResumeTraining",
     "SlicePreview",
     "TrainingCurves",
     "VolumeProgress",
+    "centre_head",
     "handlers_for_rank",
     "init_distributed",
     "interval_checkpoints",
+    "keep_trained_stages",
 ]

@@ -3,7 +3,8 @@
 Each bundle ships ``configs/labels.txt`` in FreeSurfer colour-table form (``id name R G B A``) listing
 the values its label maps contain. With ``space="freesurfer"`` those are FreeSurfer ids and every
 class name (``channel_def``) resolves to one id, or to a left/right pair when the model merges the
-hemispheres (``Hippocampus`` → 17/53, ``ctx-superiorfrontal`` → 1028/2028). With ``space="classes"``
+hemispheres (``Hippocampus`` → 17/53, ``ctx-superiorfrontal`` → 1028/2028). ``space="lut"`` resolves names the
+same way in a table of another id space (DeepNAT writes Neuromorphometrics ids). With ``space="classes"``
 the values are the class indices themselves.
 """
 
@@ -28,18 +29,20 @@ class LabelTable:
     Args:
         channel_def: class index → class name (a bundle's ``network_data_format`` output ``channel_def``).
         lut: path of the bundle's ``labels.txt`` colour table.
-        space: ``"freesurfer"`` to write FreeSurfer ids, ``"classes"`` to write class indices.
+        space: ``"freesurfer"`` to write FreeSurfer ids, ``"lut"`` the ids of another colour table (by class
+            name, like ``"freesurfer"``), ``"classes"`` to write class indices.
     """
 
     def __init__(self, channel_def: Mapping[str | int, str], lut: str | Path, space: str = "freesurfer") -> None:
-        if space not in ("freesurfer", "classes"):
-            raise ValueError(f"space must be 'freesurfer' or 'classes', got {space!r}.")
+        if space not in ("freesurfer", "lut", "classes"):
+            raise ValueError(f"space must be 'freesurfer', 'lut' or 'classes', got {space!r}.")
         self.classes = [name for _, name in sorted((int(k), str(v)) for k, v in channel_def.items())]
         self.lut_path = Path(lut)
         self.entries: dict[int, LutEntry] = read_lut(lut)
         self._by_name = {entry.name: value for value, entry in self.entries.items()}
         self.space = space
-        self.freesurfer = space == "freesurfer"
+        self.freesurfer = space in ("freesurfer", "lut")
+        """Whether written values are the colour table's ids (resolved by class name) rather than class indices."""
         self.freesurfer_ids = [self._freesurfer_ids(name) for name in self.classes]
         if self.freesurfer:
             for index, (name, ids) in enumerate(zip(self.classes, self.freesurfer_ids)):

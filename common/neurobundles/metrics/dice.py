@@ -6,10 +6,12 @@ gives every class's Dice in one pass over the voxels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "dice_per_class"]
+__all__ = ["class_dice", "confusion_matrix", "dice_per_class"]
 
 
 Labels = torch.Tensor | np.ndarray
@@ -39,3 +41,16 @@ def dice_per_class(prediction: Labels, truth: Labels, num_classes: int) -> np.nd
     sizes = matrix.sum(axis=0) + matrix.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(sizes > 0, 2 * overlap / sizes, np.nan)
+
+
+def class_dice(
+    prediction: Labels, truth: Labels, names: Sequence[str], spacing: Sequence[float] | None = None
+) -> dict[str, float]:
+    """One report row: ``dice_<name>`` for classes 1.. (``names[0]`` is the background) and ``mean_dice`` over
+    the classes present in either map. ``spacing`` is accepted for :class:`~neurobundles.engines.MetricsReport`
+    and unused (Dice does not depend on it)."""
+    dice = dice_per_class(prediction, truth, len(names))[1:]
+    row = {f"dice_{name}": float(value) for name, value in zip(names[1:], dice)}
+    known = dice[~np.isnan(dice)]
+    row["mean_dice"] = float(known.mean()) if known.size else float("nan")
+    return row

@@ -1,4 +1,5 @@
 from .brainchop import load_pretrained, meshnet_from_brainchop, meshnet_kwargs, read_conv_weights
+from .deepnat import DeepNAT, DeepNATCascade
 from .meshnet import MeshNet, receptive_field
 from .mtneuro_unet import MTNeuroUNet
 from .segnet import SEED_CHANNELS, SEED_CONVS, SegNet, encoder_parameters, freeze_encoder, min_input_size
@@ -10,6 +11,8 @@ __all__ = [
     "SEED_CHANNELS",
     "SEED_CONVS",
     "BaselineUNet",
+    "DeepNAT",
+    "DeepNATCascade",
     "MTNeuroUNet",
     "MeshNet",
     "SegNet",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,8 @@ class DeepNAT(nn.Module):
             layer, as released) or ``None``. Only these keep :func:`dense_logits` equal to the per-patch network.
         ceil_mode: round the pooled size up like Caffe (the released network); ``False`` rounds down.
     """
+
+    __jit_unused_properties__: ClassVar[list[str]] = ["head_offsets"]
 
     def __init__(
         self,
@@ -141,19 +144,18 @@ class DeepNAT(nn.Module):
         """The fully connected stage: flattened block features (``B×F``) and coordinates → ``B×K×H`` logits."""
         x = self.dropout(self.act(self.fc1(block)))
         if self.coord_channels:
-            if coords is None or coords.shape[-1] != self.coord_channels:
-                got = None if coords is None else tuple(coords.shape)
-                raise ValueError(
-                    f"DeepNAT expects {self.coord_channels} coordinates per patch (B×{self.coord_channels}), got {got}."
-                )
+            if coords is None:
+                raise ValueError(f"DeepNAT expects {self.coord_channels} coordinates per patch, got none.")
+            if coords.shape[-1] != self.coord_channels:
+                raise ValueError(f"DeepNAT expects {self.coord_channels} coordinates per patch, got {coords.shape}.")
             x = torch.cat([x, coords.to(x.dtype)], dim=1)
         x = self.dropout(self.act(self.norm_fc2(self.fc2(x))))
         return self.heads(x).view(-1, self.num_heads, self.out_channels).transpose(1, 2)
 
     def forward(self, patches: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
-        expected = (self.in_channels, *(self.patch_size,) * 3)
-        if patches.ndim != 5 or tuple(patches.shape[1:]) != expected:
-            raise ValueError(f"DeepNAT expects B×{'×'.join(map(str, expected))} patches, got {tuple(patches.shape)}.")
+        size = self.patch_size
+        if patches.ndim != 5 or patches.shape[1:] != (self.in_channels, size, size, size):
+            raise ValueError(f"DeepNAT expects B×{self.in_channels}×{size}×{size}×{size} patches, got {patches.shape}.")
         return self.classify(self.convolutions(patches).flatten(1), coords)
 
 
@@ -161,7 +163,11 @@ class DeepNATCascade(nn.Module):
     """DeepNAT's hierarchy as one module: ``stage1`` (foreground/background) and ``stage2`` (the structures).
 
     Each stage is trained on its own (see :mod:`neurobundles.transforms.patch_sampling`); the cascade is what
-    inference loads, so one checkpoint holds both. ``forward`` returns both stages' logits for the same patches.
+    inference loads, so one checkpoint holds both. Whole volumes go through
+    :class:`~neurobundles.inferers.DeepNATInferer`; ``forward`` is the cascade at single patches (the Model Zoo's
+    and TorchScript's view of the bundle): ``B×(C+coord_channels)×p³`` patches whose last channels are the
+    coordinate maps, read at the patch centre, → the hierarchy's class probabilities ``B×K×num_heads``:
+    ``P(c) = P₁(fg)·P₂(c)`` for the structures and ``P(bg) = P₁(bg) + P₁(fg)·P₂(bg)``.
 
     Args:
         stage1: the first network (``out_channels=2``); default a released-size :class:`DeepNAT`.
@@ -179,9 +185,16 @@ class DeepNATCascade(nn.Module):
         for attribute in ("patch_size", "in_channels", "coord_channels", "num_heads"):
             if getattr(self.stage1, attribute) != getattr(self.stage2, attribute):
                 raise ValueError(f"the two stages differ in {attribute}.")
+        self.image_channels = self.stage1.in_channels
 
-    def forward(self, patches: torch.Tensor, coords: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.stage1(patches, coords), self.stage2(patches, coords)
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        image = patches[:, : self.image_channels]
+        centre = self.stage1.patch_size // 2
+        coords = patches[:, self.image_channels :, centre, centre, centre]
+        first = torch.softmax(self.stage1(image, coords), dim=1)
+        second = torch.softmax(self.stage2(image, coords), dim=1)
+        out = first[:, 1:2] * second
+        return torch.cat([out[:, :1] + first[:, :1], out[:, 1:]], dim=1)
 
 
 @torch.no_grad()

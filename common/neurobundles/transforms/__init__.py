@@ -1,8 +1,10 @@
+from .brain_mask import MASK_SOURCES, MASK_SUFFIX, BrainMaskd, beside, solid_mask
 from .conform import Conform, Conformd, conform_affine
+from .coordinates import CoordinateMapsd
 from .fraction_crop import RandForegroundFractionCrop, RandForegroundFractionCropd
 from .grids import MatchGrid, MatchGridd
 from .hemispheres import ClassesToLabels, ClassesToLabelsd, left_hemisphere_mask
-from .intensity import ConformIntensity, ConformIntensityd, robust_range
+from .intensity import ConformIntensity, ConformIntensityd, MaskPercentileScaled, robust_range
 from .io import LoadVolume, LoadVolumed, check_volume
 from .iseg import (
     ClassesToISegLabels,
@@ -14,6 +16,7 @@ from .iseg import (
     iseg_intensity,
 )
 from .labels import ArgMax, ArgMaxd, KeepLargestComponent, KeepLargestComponentd, MapLabels, MapLabelsd
+from .patch_sampling import RandDeepNATPatchesd
 from .sampling import RandGaussianCrop, RandGaussianCropd
 from .slices import (
     InputIntensity,
@@ -28,8 +31,11 @@ from .slices import (
 )
 
 __all__ = [
+    "MASK_SOURCES",
+    "MASK_SUFFIX",
     "ArgMax",
     "ArgMaxd",
+    "BrainMaskd",
     "ClassesToISegLabels",
     "ClassesToISegLabelsd",
     "ClassesToLabels",
@@ -38,6 +44,7 @@ __all__ = [
     "ConformIntensity",
     "ConformIntensityd",
     "Conformd",
+    "CoordinateMapsd",
     "ISegIntensityd",
     "ISegLabelsToClasses",
     "ISegLabelsToClassesd",
@@ -49,9 +56,11 @@ __all__ = [
     "LoadVolumed",
     "MapLabels",
     "MapLabelsd",
+    "MaskPercentileScaled",
     "MatchGrid",
     "MatchGridd",
     "NonZeroMaskd",
+    "RandDeepNATPatchesd",
     "RandForegroundFractionCrop",
     "RandForegroundFractionCropd",
     "RandGaussianCrop",
@@ -63,9 +72,11 @@ __all__ = [
     "VoxelSpacingd",
     "WholeTumour",
     "WholeTumourd",
+    "beside",
     "check_volume",
     "conform_affine",
     "iseg_intensity",
     "left_hemisphere_mask",
     "robust_range",
+    "solid_mask",
 ]

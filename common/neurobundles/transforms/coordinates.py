@@ -361,7 +361,7 @@ class CoordinateMaps(Transform):
         maps, info = coordinate_maps(mask, affine, self.scale, max_voxels=self.max_voxels, factor=self.factor)
         out = torch.from_numpy(maps)
         if isinstance(mask, MetaTensor):
-            out = MetaTensor(out, affine=mask.affine, meta=dict(mask.meta))
+            out = MetaTensor(out, meta=dict(mask.meta))
             out.meta["spectral"] = info
         return out
 

@@ -1,7 +1,10 @@
-"""The intensity half of conforming: robust rescale to 0–255 as FreeSurfer/FastSurfer do.
+"""Intensity normalisations MONAI lacks.
 
-brainchop's CLI applies it to every input (even already conformed ones) before its quantile
-normalisation, so reproducing its results needs it; MONAI's percentile scaling does the rest.
+:class:`ConformIntensity` is the intensity half of conforming: robust rescale to 0–255 as FreeSurfer/FastSurfer
+do. brainchop's CLI applies it to every input (even already conformed ones) before its quantile normalisation,
+so reproducing its results needs it; MONAI's percentile scaling does the rest. :class:`MaskPercentileScaled`
+divides by a percentile taken inside a brain mask (the patch networks' normalisation), so skull, scalp and
+background never set the scale.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils.type_conversion import convert_to_dst_type
 
-__all__ = ["ConformIntensity", "ConformIntensityd", "robust_range"]
+__all__ = ["ConformIntensity", "ConformIntensityd", "MaskPercentileScaled", "robust_range"]
 
 
 def robust_range(values: np.ndarray, upper_quantile: float = 0.98, bins: int = 1000) -> tuple[float, float]:
@@ -70,4 +73,36 @@ class ConformIntensityd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.transform(d[key])
+        return d
+
+
+class MaskPercentileScaled(MapTransform):
+    """Divide each image under ``keys`` by its ``percentile`` inside ``mask_key``'s mask, then clip to ``clip``.
+
+    With the defaults (99th percentile, clip 0..1.2) white matter lands near 1 on any scanner's scale, and the
+    brightest 1 % (vessels, fat at the mask's edge) cannot stretch the range.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str = "mask",
+        percentile: float = 99.0,
+        clip: tuple[float, float] = (0.0, 1.2),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key, self.percentile, self.clip = mask_key, float(percentile), (float(clip[0]), float(clip[1]))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        inside = torch.as_tensor(d[self.mask_key])[0] > 0
+        for key in self.key_iterator(d):
+            image = d[key]
+            values = torch.as_tensor(image, dtype=torch.float32)
+            scale = float(np.percentile(values[0][inside].numpy(), self.percentile)) if inside.any() else 0.0
+            if not scale > 0:
+                raise ValueError(f"{key!r}: the {self.percentile:g}th percentile inside the brain mask is {scale:g}.")
+            out = (values / scale).clamp(*self.clip)
+            d[key] = convert_to_dst_type(out, image, dtype=torch.float32)[0]
         return d
