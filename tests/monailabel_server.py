@@ -11,11 +11,14 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
 import pytest
+import torch
+
+from neurobundles.zoo import bundle_parser
 
 STARTUP_TIMEOUT_S = 300
 
@@ -81,3 +84,19 @@ def infer(url: str, bundle: str, image: str, target: Path, params: dict | None =
     with urllib.request.urlopen(request, timeout=600) as response:
         target.write_bytes(response.read())
     return nib.load(str(target))
+
+
+def seeded_bundle(bundle_dir: Path, edit: Callable[[dict], None], seed: int = 0) -> Path:
+    """An exported bundle made small for a round trip: ``edit`` changes its inference and train configs (one dict
+    each, in place), and ``network_def``'s weights seeded with ``seed`` become ``models/model.pt`` (the seed
+    bundles publish none)."""
+    for name in ("inference", "train"):
+        config_file = bundle_dir / "configs" / f"{name}.json"
+        config = json.loads(config_file.read_text())
+        edit(config)
+        config_file.write_text(json.dumps(config, indent=4))
+    torch.manual_seed(seed)
+    network = bundle_parser(bundle_dir).get_parsed_content("network_def")
+    (bundle_dir / "models").mkdir(exist_ok=True)
+    torch.save(network.state_dict(), bundle_dir / "models" / "model.pt")
+    return bundle_dir

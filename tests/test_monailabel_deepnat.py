@@ -16,13 +16,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
-from monailabel_server import download_app, infer, running_server
+from monailabel_server import download_app, infer, running_server, seeded_bundle
 from neurobundles.data.miccai2012 import OUTPUT_IDS
-from neurobundles.zoo import bundle_parser, run_workflow
+from neurobundles.zoo import run_workflow
 from neurobundles.zoo.packaging import export_bundle
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.slow]
@@ -31,25 +30,11 @@ BUNDLE = "deepnat_miccai2012_anatomy"
 SMALL = {"channels": [4, 8, 8], "fc_channels": [32, 16], "dropout": 0.0, "brain_mask": "nonzero"}
 
 
-def _small_bundle(bundle_dir: Path) -> Path:
-    """The exported bundle with a narrow network, masks from the skull-stripped image and seeded weights."""
-    for name in ("inference", "train"):
-        config_file = bundle_dir / "configs" / f"{name}.json"
-        config = json.loads(config_file.read_text())
-        config.update(SMALL)
-        config_file.write_text(json.dumps(config, indent=4))
-    torch.manual_seed(0)
-    network = bundle_parser(bundle_dir).get_parsed_content("network_def")
-    (bundle_dir / "models").mkdir(exist_ok=True)
-    torch.save(network.state_dict(), bundle_dir / "models" / "model.pt")
-    return bundle_dir
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("monailabel")
     download_app(root)
-    _small_bundle(export_bundle(BUNDLE, root / "monaibundle" / "model"))
+    seeded_bundle(export_bundle(BUNDLE, root / "monaibundle" / "model"), lambda config: config.update(SMALL))
     return root / "monaibundle"
 
 

@@ -25,8 +25,8 @@ import torch
 pytest.importorskip("monailabel", reason="MONAI Label is not installed here; run bash .ci/run-monailabel")
 
 from layouts_iseg2017 import subject_arrays
-from monailabel_server import download_app, infer, running_server
-from neurobundles.zoo import bundle_parser, run_workflow
+from monailabel_server import download_app, infer, running_server, seeded_bundle
+from neurobundles.zoo import run_workflow
 from neurobundles.zoo.packaging import export_bundle
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.slow]
@@ -36,19 +36,10 @@ SMALL = {"roi_size": [32, 32, 32], "overlap": 0.25, "sw_batch_size": 8}
 CROP = (slice(40, 104), slice(60, 140), slice(90, 170))
 
 
-def _small_bundle(bundle_dir: Path) -> Path:
-    """The exported bundle with 2 base filters, 32³ windows and seeded weights (it publishes none)."""
-    for name in ("inference", "train"):
-        config_file = bundle_dir / "configs" / f"{name}.json"
-        config = json.loads(config_file.read_text())
-        config["network_def"].update(init_filters=2, dropout=0.0)
-        config.update(SMALL)
-        config_file.write_text(json.dumps(config, indent=4))
-    torch.manual_seed(0)
-    network = bundle_parser(bundle_dir).get_parsed_content("network_def")
-    (bundle_dir / "models").mkdir(exist_ok=True)
-    torch.save(network.state_dict(), bundle_dir / "models" / "model.pt")
-    return bundle_dir
+def _small(config: dict) -> None:
+    """2 base filters and 32³ windows (the bundle is exported with seeded weights: it publishes none)."""
+    config["network_def"].update(init_filters=2, dropout=0.0)
+    config.update(SMALL)
 
 
 def _nifti(path: Path, data: np.ndarray) -> Path:
@@ -64,7 +55,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MONAI Label's monaibundle sample app with the small, seeded bundle in its model folder."""
     root = tmp_path_factory.mktemp("monailabel")
     download_app(root)
-    _small_bundle(export_bundle(BUNDLE, root / "monaibundle" / "model"))
+    seeded_bundle(export_bundle(BUNDLE, root / "monaibundle" / "model"), _small)
     return root / "monaibundle"
 
 
