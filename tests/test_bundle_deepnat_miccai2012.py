@@ -114,6 +114,19 @@ def test_train_config_holds_the_paper_recipe() -> None:
     assert sum(p.numel() for p in network.stage2.parameters()) == 2_770_742
 
 
+def test_training_normalises_and_places_images_as_inference_does() -> None:
+    """The intensity and coordinate transforms have the same settings in training and inference; only the brain
+    mask's source differs (the labels in training)."""
+
+    def steps(config: str, key: str) -> list[dict]:
+        targets = ("neurobundles.transforms.MaskPercentileScaled", "neurobundles.transforms.CoordinateMapsd")
+        transforms = json.loads((bundle_path(BUNDLE) / "configs" / f"{config}.json").read_text())[key]
+        return [t for t in transforms if t["_target_"] in targets]
+
+    assert steps("train", "volume_transforms") == steps("inference", "image_transforms")
+    assert len(steps("train", "volume_transforms")) == 2
+
+
 def test_both_stages_train_into_one_checkpoint(trained: tuple[Path, dict[int, str]]) -> None:
     run, logs = trained
     after1 = torch.load(run / "models" / "after_stage1.pt", map_location="cpu")

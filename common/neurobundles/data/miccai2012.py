@@ -30,9 +30,7 @@ from scipy import ndimage
 
 from neurobundles.data.folders import image_datalist
 from neurobundles.data.freesurfer import check_pair, freesurfer_datalist
-from neurobundles.filenames import image_stem
-from neurobundles.transforms.brain_mask import MASK_SUFFIX, beside
-from neurobundles.transforms.labels import MapLabels
+from neurobundles.filenames import MASK_SUFFIX, beside, image_stem
 
 __all__ = [
     "CEREBRAL_GM_IDS",
@@ -50,6 +48,7 @@ __all__ = [
     "BrainMaskFromLabelsd",
     "FreeSurferStructures",
     "FreeSurferStructuresd",
+    "NeuromorphometricsStructures",
     "StructureClassesd",
     "brain_mask_from_labels",
     "deepnat_datalist",
@@ -371,6 +370,18 @@ def freesurfer_to_neuromorphometrics(labels: np.ndarray) -> np.ndarray:
     return _nearest_white_matter(np.rint(labels).astype(np.int64), out, 45, 44).astype(np.int16)
 
 
+class NeuromorphometricsStructures(Transform):
+    """Neuromorphometrics label map (the MICCAI 2012 labels) → DeepNAT class indices 0..25 (same type and shape),
+    by :func:`structure_map`; every other id, 42/43 included, becomes background."""
+
+    def __call__(self, labels: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        out = _lookup(values, structure_map())
+        if isinstance(labels, np.ndarray):
+            return out.astype(labels.dtype.newbyteorder("="))
+        return convert_to_dst_type(out, labels)[0]
+
+
 class FreeSurferStructures(Transform):
     """FreeSurfer ``aseg``/``aparc+aseg`` label map → DeepNAT class indices 0..25 (same type and shape).
 
@@ -445,7 +456,7 @@ class StructureClassesd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
-        self.transform = MapLabels(structure_map()) if layout == "miccai2012" else FreeSurferStructures()
+        self.transform = NeuromorphometricsStructures() if layout == "miccai2012" else FreeSurferStructures()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -3,7 +3,7 @@ checkpoints in training."""
 
 from .cohort import FAILURE_KEY, Cohort, CohortDataset, CohortEvaluator, CohortFailedError, init_distributed
 from .evaluation import DiceReport, VolumeProgress
-from .patches import PatchCoordinatesBatch, centre_head, keep_trained_stages
+from .patches import PatchCoordinatesBatch, centre_head
 from .previews import SlicePreview
 from .reports import ClassScalars, MetricsReport
 from .resume import KeyMetricSaver, ResumeTraining, interval_checkpoints
@@ -30,5 +30,4 @@ __all__ = [
     "handlers_for_rank",
     "init_distributed",
     "interval_checkpoints",
-    "keep_trained_stages",
 ]

@@ -8,16 +8,12 @@ samples into ``(patches, targets, (coords,), {})`` so the coordinates reach the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from monai.handlers import from_engine
-from torch import nn
 
-from neurobundles.networks import load_pretrained
-
-__all__ = ["PatchCoordinatesBatch", "centre_head", "keep_trained_stages"]
+__all__ = ["PatchCoordinatesBatch", "centre_head"]
 
 
 class PatchCoordinatesBatch:
@@ -43,8 +39,3 @@ def centre_head(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits B×K, targets B)`` of the centre head from an engine's output (batched or decollated)."""
     pred, label = from_engine(["pred", "label"])(output)
     return _stacked(pred)[..., 0], _stacked(label)[..., 0].long()
-
-
-def keep_trained_stages(cascade: nn.Module, checkpoint: str | Path) -> nn.Module:
-    """Load an earlier run's cascade checkpoint, if there is one, so training one stage keeps the other's weights."""
-    return load_pretrained(cascade, checkpoint) if Path(checkpoint).is_file() else cascade

@@ -1,5 +1,5 @@
 from .brainchop import load_pretrained, meshnet_from_brainchop, meshnet_kwargs, read_conv_weights
-from .deepnat import DeepNAT, DeepNATCascade
+from .deepnat import DeepNAT, DeepNATCascade, keep_trained_stages
 from .meshnet import MeshNet, receptive_field
 from .mtneuro_unet import MTNeuroUNet
 from .segnet import SEED_CHANNELS, SEED_CONVS, SegNet, encoder_parameters, freeze_encoder, min_input_size
@@ -20,6 +20,7 @@ __all__ = [
     "build_network",
     "encoder_parameters",
     "freeze_encoder",
+    "keep_trained_stages",
     "load_pretrained",
     "meshnet_from_brainchop",
     "meshnet_kwargs",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -30,7 +31,17 @@ from torch import nn
 
 from neurobundles.subvolumes import HEAD_OFFSETS, extract_patches
 
-__all__ = ["HEAD_OFFSETS", "DeepNAT", "DeepNATCascade", "dense_logits", "extract_patches", "patch_logits"]
+from .brainchop import load_pretrained
+
+__all__ = [
+    "HEAD_OFFSETS",
+    "DeepNAT",
+    "DeepNATCascade",
+    "dense_logits",
+    "extract_patches",
+    "keep_trained_stages",
+    "patch_logits",
+]
 
 _AXES = (0, 1, 2)
 _SUBSETS: tuple[tuple[int, ...], ...] = tuple(
@@ -195,6 +206,11 @@ class DeepNATCascade(nn.Module):
         second = torch.softmax(self.stage2(image, coords), dim=1)
         out = first[:, 1:2] * second
         return torch.cat([out[:, :1] + first[:, :1], out[:, 1:]], dim=1)
+
+
+def keep_trained_stages(cascade: DeepNATCascade, checkpoint: str | Path) -> DeepNATCascade:
+    """Load an earlier run's cascade checkpoint, if there is one, so that training one stage keeps the other's."""
+    return load_pretrained(cascade, checkpoint) if Path(checkpoint).is_file() else cascade
 
 
 @torch.no_grad()

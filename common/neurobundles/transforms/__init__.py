@@ -1,4 +1,4 @@
-from .brain_mask import MASK_SOURCES, MASK_SUFFIX, BrainMaskd, beside, solid_mask
+from .brain_mask import MASK_SOURCES, BrainMaskd, solid_mask
 from .conform import Conform, Conformd, conform_affine
 from .coordinates import CoordinateMapsd
 from .fraction_crop import RandForegroundFractionCrop, RandForegroundFractionCropd
@@ -32,7 +32,6 @@ from .slices import (
 
 __all__ = [
     "MASK_SOURCES",
-    "MASK_SUFFIX",
     "ArgMax",
     "ArgMaxd",
     "BrainMaskd",
@@ -72,7 +71,6 @@ __all__ = [
     "VoxelSpacingd",
     "WholeTumour",
     "WholeTumourd",
-    "beside",
     "check_volume",
     "conform_affine",
     "iseg_intensity",

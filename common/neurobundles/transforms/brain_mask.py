@@ -10,7 +10,6 @@ resamples its mask back onto the image's own grid, so nothing else in the pipeli
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,7 @@ from scipy import ndimage
 from torch import nn
 
 from neurobundles.errors import InvalidImageError
-from neurobundles.filenames import image_stem
-from neurobundles.inferers.full_volume import FullVolumeInferer
+from neurobundles.filenames import MASK_SUFFIX, beside
 
 from .conform import Conform
 from .intensity import ConformIntensity
@@ -32,19 +30,6 @@ __all__ = ["MASK_SOURCES", "MASK_SUFFIX", "BrainMaskd", "beside", "solid_mask"]
 
 MASK_SOURCES = ("auto", "file", "nonzero", "model")
 """Where :class:`BrainMaskd` takes the mask from (``auto``: the item's mask file if it has one, else the model)."""
-
-MASK_SUFFIX = "_mask"
-"""A brain mask beside its image: ``<image stem>_mask.nii.gz`` (or ``.nii``, ``.mgz``)."""
-
-
-def beside(image: str | Path, suffix: str = MASK_SUFFIX) -> str | None:
-    """The brain mask file ``<stem><suffix>.nii.gz``/``.nii``/``.mgz`` next to ``image``, or None."""
-    path = Path(image)
-    for ext in (".nii.gz", ".nii", ".mgz"):
-        candidate = path.with_name(image_stem(path) + suffix + ext)
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def solid_mask(inside: np.ndarray) -> np.ndarray:
@@ -74,6 +59,8 @@ class BrainMaskd(MapTransform):
         network: the brain-extraction network, or a function returning it (called on first use, so a config
             that never needs it loads nothing). Needed for ``"model"`` and ``"auto"``.
         device: device of the network's forward pass.
+        inferer: runs the network and returns class indices (``B×1×…``), e.g. the brain-extraction bundle's
+            ``FullVolumeInferer(argmax=True)`` (its fast CPU paths); default a plain forward pass and argmax.
     """
 
     def __init__(
@@ -84,6 +71,7 @@ class BrainMaskd(MapTransform):
         network: nn.Module | Callable[[], nn.Module] | None = None,
         device: str | torch.device = "cpu",
         suffix: str = MASK_SUFFIX,
+        inferer: Callable[[torch.Tensor, nn.Module], torch.Tensor] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -92,7 +80,7 @@ class BrainMaskd(MapTransform):
         if len(self.keys) != 1:
             raise ValueError(f"BrainMaskd reads one image key, got {list(self.keys)}.")
         self.mask_key, self.source, self._network, self.device = mask_key, source, network, torch.device(device)
-        self.suffix = suffix
+        self.suffix, self.inferer = suffix, inferer
 
     @property
     def network(self) -> nn.Module:
@@ -152,7 +140,11 @@ class BrainMaskd(MapTransform):
         conformed = Conform()(MetaTensor(image[:1].as_tensor().float(), affine=image.affine))
         conformed = ConformIntensity(upper_quantile=0.98)(conformed)
         conformed = ScaleIntensityRangePercentiles(2, 98, 0.0, 1.0, clip=True)(conformed)
-        labels = FullVolumeInferer(argmax=True)(conformed[None].to(self.device), self.network)[0].cpu()
+        batch = conformed[None].as_tensor().to(self.device)
+        if self.inferer is not None:
+            labels = self.inferer(batch, self.network)[0].cpu()
+        else:
+            labels = self.network(batch).argmax(dim=1, keepdim=True)[0].cpu()
         grid = MetaTensor(solid_mask(np.asarray(labels[0]) > 0)[None].astype(np.float32), affine=conformed.affine)
         back = SpatialResample(mode="nearest", padding_mode="zeros")(
             grid, dst_affine=image.affine, spatial_size=tuple(image.shape[1:])
