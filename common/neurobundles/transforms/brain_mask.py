@@ -26,7 +26,7 @@ from neurobundles.filenames import MASK_SUFFIX, beside
 from .conform import Conform
 from .intensity import ConformIntensity
 
-__all__ = ["MASK_SOURCES", "MASK_SUFFIX", "BrainMaskd", "beside", "solid_mask"]
+__all__ = ["MASK_SOURCES", "BrainMaskd", "solid_mask"]
 
 MASK_SOURCES = ("auto", "file", "nonzero", "model")
 """Where :class:`BrainMaskd` takes the mask from (``auto``: the item's mask file if it has one, else the model)."""
