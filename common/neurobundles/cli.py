@@ -82,6 +82,7 @@ def segment(
     overwrite: bool = False,
     nproc: int = 1,
     max_voxel_mm: float | None = MAX_VOXEL_MM,
+    precision: str | None = None,
 ) -> list[dict[str, str]]:
     """Segment images with a bundle; returns the datalist. Everything the user gave is checked before any work;
     inputs that fail are recorded and skipped (:class:`UserError` at the end says how many)."""
@@ -104,6 +105,8 @@ def segment(
         override["inferer"] = SLIDING_WINDOW
     if brain_crop:
         override["inferer"] = "@brain_crop_inferer"
+    if precision:
+        override["precision"] = precision
     try:
         if nproc > 1:
             zoo.run_workflow_processes(root, ["inference", "multi_gpu_inference"], nproc, **override)
@@ -156,6 +159,7 @@ class Commands:
         overwrite: bool = False,
         nproc: int = 1,
         max_voxel_mm: float | None = MAX_VOXEL_MM,
+        precision: str | None = None,
     ) -> None:
         """Segment T1 images (files, folders, glob patterns) into OUTPUT.
 
@@ -176,11 +180,13 @@ class Commands:
             overwrite: segment every input again, even those whose outputs in OUTPUT are complete.
             nproc: processes sharing the inputs (one per GPU on a GPU machine; see docs/usage.md for torchrun).
             max_voxel_mm: refuse inputs whose voxels are coarser than this (mm); raise it to segment them anyway.
+            precision: CPU path of the MeshNet bundles: auto (default: the fastest path whose labels were
+                measured to agree with fp32 on ≥ 99.9 % of voxels), or fp32 to force exact fp32.
         """
         try:
             datalist = segment(
                 inputs, bundle, output, recursive, device, sliding_window, ext, brain_crop, overwrite, nproc,
-                max_voxel_mm,
+                max_voxel_mm, precision,
             )  # fmt: skip
         except InputsFailedError as failed:
             _print_volumes(Path(output), failed.datalist)

@@ -41,7 +41,9 @@ class BrainCropInferer(Inferer):
         margin: voxels added around the brain's bounding box.
         mask_outside: also set every voxel outside the brain mask to background, which removes labels
             a model puts on scalp or skull (brainchop's web app does this for some models).
-        inferer: runs both networks; default :class:`FullVolumeInferer` with ``argmax=True``.
+        inferer: runs ``network``; default :class:`FullVolumeInferer` with ``argmax=True``.
+        mask_inferer: runs ``mask_network`` (default: ``inferer``); its own, so that it uses the paths
+            measured for the brain-extraction bundle.
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class BrainCropInferer(Inferer):
         margin: int = 8,
         mask_outside: bool = False,
         inferer: Inferer | None = None,
+        mask_inferer: Inferer | None = None,
     ) -> None:
         super().__init__()
         self._mask_network = mask_network
         self.margin = margin
         self.mask_outside = mask_outside
         self.inferer = inferer or FullVolumeInferer(argmax=True)
+        self.mask_inferer = mask_inferer or self.inferer
 
     @property
     def mask_network(self) -> nn.Module:
@@ -64,7 +68,7 @@ class BrainCropInferer(Inferer):
         return self._mask_network.eval()
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        brain = self.inferer(inputs, self.mask_network) > 0
+        brain = self.mask_inferer(inputs, self.mask_network) > 0
         values = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         out = torch.zeros((values.shape[0], 1, *values.shape[2:]), dtype=torch.float32, device=values.device)
         for item in range(values.shape[0]):

@@ -10,48 +10,25 @@ Without a compiler, for layers it does not cover, or for wide networks where one
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-import hashlib
 import itertools
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from neurobundles.paths import kernels_dir
+from neurobundles.inferers.compiled import build_library, vector_lanes
 
-__all__ = ["compiled_features", "kernel_available", "pays", "supports"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["compiled_features", "conv_and_rest", "kernel_available", "pays", "supports"]
 
 _SOURCE = Path(__file__).with_name("dilated_conv3d.c")
-_FLAGS = ["-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC"]
 _MAX_REGISTER_BLOCK = 24  # output channels kept in vector registers at once (x86-64 AVX-512 has 32)
 NARROW = 8
 """Widest layer for which the kernel beats oneDNN. Measured on 2 AVX-512 cores, one 3×3×3 layer: 5 channels
 44 vs 3 GFLOP/s (oneDNN default layout) and 3.3× oneDNN channels-last on a whole 256³ network; 15 channels
 55 vs 64, 21 channels 52 vs 60, 30 channels 54 vs 86 GFLOP/s: wide layers stay with oneDNN."""
-
-
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-
-
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on, so a shared cache never hands one CPU another's binary."""
-    flags = ""
-    with contextlib.suppress(OSError, StopIteration):
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    return f"{platform.machine()} {platform.processor()} {flags}"
 
 
 def _register_block(out_channels: int) -> int:
@@ -62,30 +39,11 @@ def _register_block(out_channels: int) -> int:
 @functools.cache
 def _kernel(in_channels: int, out_channels: int) -> ctypes._CFuncPtr | None:
     """The compiled ``dilated_conv3d`` for one layer shape, or ``None`` (with a warning) if it cannot be built."""
-    compiler = _compiler()
-    if compiler is None:
-        logger.warning("no C compiler found (set CC): MeshNet layers run on PyTorch's oneDNN path instead.")
+    defines = {"CI": in_channels, "CO": out_channels, "COB": _register_block(out_channels), "VL": vector_lanes()}
+    library = build_library(_SOURCE, defines)
+    if library is None:
         return None
-    defines = [f"-DCI={in_channels}", f"-DCO={out_channels}", f"-DCOB={_register_block(out_channels)}"]
-    key = hashlib.sha256("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, *defines, _cpu_signature()]).encode())
-    library = kernels_dir() / f"dilated_conv3d_{in_channels}x{out_channels}_{key.hexdigest()[:16]}.so"
-    if not library.is_file():
-        try:
-            library.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=library.parent) as build:
-                built = Path(build) / library.name
-                subprocess.run(
-                    [compiler, *_FLAGS, *defines, str(_SOURCE), "-o", str(built)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                os.replace(built, library)  # atomic: parallel processes never load a half-written library
-        except (OSError, subprocess.CalledProcessError) as error:
-            detail = getattr(error, "stderr", "") or error
-            logger.warning(f"could not compile {_SOURCE.name} ({detail}); using PyTorch's oneDNN path instead.")
-            return None
-    function = ctypes.CDLL(str(library)).dilated_conv3d
+    function = library.dilated_conv3d
     function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 7
     function.restype = None
     return function
@@ -100,7 +58,7 @@ def _is_relu(module: nn.Module) -> bool:
     return isinstance(module, nn.ReLU)
 
 
-def _conv_and_rest(block: nn.Module) -> tuple[nn.Conv3d, list[nn.Module]] | None:
+def conv_and_rest(block: nn.Module) -> tuple[nn.Conv3d, list[nn.Module]] | None:
     """Split a MONAI ``Convolution`` block into its conv and the modules after it (norm, act, dropout)."""
     conv = getattr(block, "conv", None)
     if not isinstance(conv, nn.Conv3d):
@@ -128,7 +86,7 @@ def supports(network: nn.Module) -> bool:
     if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
         return False
     for block in blocks:
-        parts = _conv_and_rest(block)
+        parts = conv_and_rest(block)
         if parts is None or not _covered(parts[0]):
             return False
     return True
@@ -137,7 +95,7 @@ def supports(network: nn.Module) -> bool:
 def pays(network: nn.Module) -> bool:
     """Whether the kernel is the faster choice for ``network``: supported, and no layer wider than :data:`NARROW`."""
     return supports(network) and all(
-        parts[0].out_channels <= NARROW for parts in map(_conv_and_rest, network.features) if parts
+        parts[0].out_channels <= NARROW for parts in map(conv_and_rest, network.features) if parts
     )
 
 
@@ -157,7 +115,7 @@ def compiled_features(network: nn.Module, inputs: torch.Tensor, threads: int | N
     # first-touch page faults of a fresh 256³ buffer cost about as much as a fast layer's arithmetic
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for block in network.features:
-            conv, rest = _conv_and_rest(block)
+            conv, rest = conv_and_rest(block)
             kernel = _kernel(conv.in_channels, conv.out_channels)
             if kernel is None:
                 return None

@@ -14,7 +14,9 @@
 #include <stddef.h>
 #include <string.h>
 
-#define VL 16
+#ifndef VL
+#define VL 16 /* lanes per vector: 16 (AVX-512); the Python side passes 8 on CPUs without AVX-512 */
+#endif
 typedef float vec __attribute__((vector_size(VL * sizeof(float))));
 typedef int mask __attribute__((vector_size(VL * sizeof(int))));
 

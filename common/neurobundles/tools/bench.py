@@ -14,7 +14,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ def _naive_forward(network: torch.nn.Module) -> Callable[[torch.Tensor], torch.T
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "compiled kernel fp32": {"compiled": True},
+        "Winograd kernel fp32": {"precision": "winograd"},
         "channels-last fp32 (oneDNN)": {"compiled": False, "channels_last": True, "amp": False},
         "channels-last bf16 autocast": {"compiled": False, "channels_last": True, "amp": True, "amp_dtype": "bfloat16"},
     },
@@ -62,19 +63,31 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _variants(
-    network: torch.nn.Module, batch: torch.Tensor, baseline: torch.Tensor, repeats: int, vote_samples: int = 512
+    network: torch.nn.Module,
+    batch: torch.Tensor,
+    baseline: torch.Tensor,
+    repeats: int,
+    vote_samples: int = 512,
+    only: Sequence[str] | None = None,
 ) -> dict[str, dict]:
-    """Seconds, speed-up over the naive forward and label agreement with it, for each device variant, and
-    for the sub-volume majority vote (another method, so its agreement measures the method, not a bug)."""
-    from neurobundles.inferers import FullVolumeInferer, MajorityVoteInferer, cpu_kernel
+    """Seconds, speed-up over the naive forward and label agreement with it, for each device variant (those
+    whose name contains one of ``only``, if given), and for the sub-volume majority vote (another method, so
+    its agreement measures the method, not a bug; ``vote_samples=0`` leaves it out)."""
+    from neurobundles.inferers import FullVolumeInferer, MajorityVoteInferer, cpu_kernel, winograd
 
     results = {}
     for name, settings in VARIANTS[batch.device.type].items():
+        if only and not any(part.lower() in name.lower() for part in only):
+            continue
         if settings.get("compiled") and not (cpu_kernel.supports(network) and cpu_kernel.kernel_available()):
+            continue
+        if settings.get("precision") == "winograd" and not (winograd.applies(network) and winograd.kernel_available()):
             continue
         inferer = FullVolumeInferer(argmax=True, **settings)
         seconds, labels = median_seconds(lambda i=inferer: i(batch, network), repeats)
         results[name] = {"seconds": seconds, "agreement": float((labels == baseline).float().mean())}
+    if not vote_samples:
+        return results
     vote = MajorityVoteInferer(roi_size=38, num_samples=vote_samples)
     seconds, labels = median_seconds(lambda: vote(batch, network), repeats)
     results[f"majority vote, {vote_samples} × 38³"] = {
@@ -82,6 +95,34 @@ def _variants(
         "agreement": float((labels == baseline).float().mean()),
     }
     return results
+
+
+def layer_rates(network: torch.nn.Module, batch: torch.Tensor) -> list[dict[str, float]] | None:
+    """Seconds and GFLOP/s per MeshNet block on the Winograd path (``None`` where it does not apply): the rate
+    that a direct convolution would need for the same time (2·27·in·out per voxel), and the rate of the
+    multiply-adds Winograd F(2,3) really does (2·8·in·out per voxel, transforms not counted)."""
+    from neurobundles.inferers import winograd
+    from neurobundles.inferers.cpu_kernel import conv_and_rest
+
+    timings: list[float] = []
+    with torch.no_grad():
+        if winograd.winograd_features(network, batch, timings=timings) is None:
+            return None
+    voxels = batch[0, 0].numel() * batch.shape[0]
+    rates = []
+    for block, seconds in zip(network.features, timings, strict=True):
+        conv = conv_and_rest(block)[0]
+        pairs = conv.in_channels * conv.out_channels
+        rates.append(
+            {
+                "channels": f"{conv.in_channels}→{conv.out_channels}",
+                "dilation": conv.dilation[0],
+                "seconds": seconds,
+                "direct_equivalent_gflops": 2 * 27 * pairs * voxels / seconds / 1e9,
+                "winograd_gflops": 2 * 8 * pairs * voxels / seconds / 1e9,
+            }
+        )
+    return rates
 
 
 def _peak_memory_gb(device: torch.device) -> dict[str, float]:
@@ -93,8 +134,20 @@ def _peak_memory_gb(device: torch.device) -> dict[str, float]:
     return peak
 
 
-def benchmark(bundle: str, image: str | None = None, device: str | None = None, repeats: int = 3) -> dict[str, Any]:
-    """Time each stage of ``bundle``'s inference config on one image; returns a JSON-able report."""
+def benchmark(
+    bundle: str,
+    image: str | None = None,
+    device: str | None = None,
+    repeats: int = 3,
+    variants: Sequence[str] | None = None,
+    vote: bool = True,
+    layers: bool = False,
+) -> dict[str, Any]:
+    """Time each stage of ``bundle``'s inference config on one image; returns a JSON-able report.
+
+    ``variants`` keeps only the forward variants whose names contain one of these words; ``vote=False``
+    leaves out the majority vote (both for quicker agreement measurements); ``layers=True`` adds the
+    per-layer rates of the Winograd path (:func:`layer_rates`)."""
     image_path = Path(image) if image else zoo.fetch_sample("t1_crop")
     with tempfile.TemporaryDirectory() as output_dir:
         override: dict[str, Any] = {"datalist": [{"image": str(image_path), "id": "bench"}], "output_dir": output_dir}
@@ -118,13 +171,16 @@ def benchmark(bundle: str, image: str | None = None, device: str | None = None, 
 
         with torch.no_grad():
             naive = _naive_forward(network)
-            baseline_forward, baseline_labels = median_seconds(lambda: naive(batch.as_tensor()), repeats)
-            variants = _variants(network, batch.as_tensor(), baseline_labels.float(), repeats)
-            for values in variants.values():
+            # eager PyTorch has no kernel to compile or select: with one repeat, its one call is the measurement
+            baseline_forward, baseline_labels = median_seconds(lambda: naive(batch.as_tensor()), repeats, repeats > 1)
+            labels = baseline_labels.float()
+            timed = _variants(network, batch.as_tensor(), labels, repeats, 512 if vote else 0, variants)
+            for values in timed.values():
                 values["speedup"] = baseline_forward / values["seconds"]
             if target.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(target)
             forward, logits = median_seconds(lambda: inferer(batch, network), repeats)
+            rates = layer_rates(network, batch.as_tensor()) if layers and target.type == "cpu" else None
         stages.append(("forward (+ argmax)", forward))
         result: Any = {**data, "pred": logits[0].cpu()}
         for transform in postprocessing.transforms:
@@ -148,8 +204,9 @@ def benchmark(bundle: str, image: str | None = None, device: str | None = None, 
         "end_to_end_s": end_to_end,
         "baseline_end_to_end_s": baseline_end_to_end,
         "end_to_end_speedup": baseline_end_to_end / end_to_end,
-        "variants": variants,
+        "variants": timed,
         "peak_memory": _peak_memory_gb(target),
+        **({"layers": rates} if rates else {}),
     }
 
 
@@ -229,10 +286,24 @@ def format_report(report: dict[str, Any]) -> str:
     for name, values in report["variants"].items():
         lines.append(f"  {name:<30}{values['seconds']:>10.3f}{values['speedup']:>9.2f}×{values['agreement']:>15.4%}")
     lines.append("peak memory: " + ", ".join(f"{k} {v:.2f}" for k, v in report["peak_memory"].items()))
+    if "layers" in report:
+        header = f"{'Winograd path per layer':<32}{'seconds':>10}{'direct-equiv. GFLOP/s':>24}{'Winograd GFLOP/s':>18}"
+        lines.append(header)
+        for layer in report["layers"]:
+            name = f"{layer['channels']}, dilation {layer['dilation']}"
+            lines.append(
+                f"  {name:<30}{layer['seconds']:>10.3f}{layer['direct_equivalent_gflops']:>24.0f}"
+                f"{layer['winograd_gflops']:>18.0f}"
+            )
     if "cohort_volumes_per_s" in report:
         lines.append(f"cohort of {report['cohort_volumes']} volumes:")
         lines += [f"  {name:<46}{rate:>8.3f} volumes/s" for name, rate in report["cohort_volumes_per_s"].items()]
     return "\n".join(lines)
+
+
+def _flag(value: bool | str) -> bool:
+    """A command-line switch: Fire passes ``--vote false`` as the string ``"false"``, which is truthy."""
+    return value.strip().lower() not in {"false", "0", "no", "off"} if isinstance(value, str) else bool(value)
 
 
 def main(
@@ -243,10 +314,16 @@ def main(
     json_out: str | None = None,
     cohort: int = 0,
     nproc: int = 1,
+    variants: str | Sequence[str] | None = None,
+    vote: bool = True,
+    layers: bool = False,
 ) -> None:
     """Print stage timings and speed-ups; ``--cohort N`` adds volumes/s over N volumes per data loader (and with
-    ``--nproc P`` processes); ``--json_out FILE`` also saves the raw report."""
-    report = benchmark(bundle, image, device, repeats)
+    ``--nproc P`` processes); ``--json_out FILE`` also saves the raw report; ``--variants winograd,onednn``
+    times only the forward variants named so; ``--vote false`` leaves out the majority vote; ``--layers true``
+    adds seconds and GFLOP/s per layer of the Winograd path."""
+    names = variants.split(",") if isinstance(variants, str) else variants
+    report = benchmark(bundle, image, device, repeats, names, _flag(vote), _flag(layers))
     if cohort:
         report["cohort_volumes"] = cohort
         report["cohort_volumes_per_s"] = cohort_throughput(bundle, cohort, image, device, nproc)

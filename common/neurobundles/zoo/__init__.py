@@ -3,7 +3,15 @@
 ``packaging`` and ``conformance`` are imported on use (``neurobundles.zoo.packaging``), not here.
 """
 
-from .config import bundle_root, label_names, load_bundle_weights, load_network, sibling_bundle, trained_checkpoint
+from .config import (
+    bundle_root,
+    label_names,
+    load_bundle_weights,
+    load_network,
+    measured_paths,
+    sibling_bundle,
+    trained_checkpoint,
+)
 from .devices import auto_device
 from .discovery import (
     UnknownBundleError,
@@ -45,6 +53,7 @@ __all__ = [
     "load_bundle_weights",
     "load_metadata",
     "load_network",
+    "measured_paths",
     "run_workflow",
     "run_workflow_processes",
     "sibling_bundle",

@@ -35,6 +35,7 @@ __all__ = [
     "label_names",
     "load_bundle_weights",
     "load_network",
+    "measured_paths",
     "sibling_bundle",
     "trained_checkpoint",
 ]
@@ -137,6 +138,14 @@ def sibling_bundle(bundle_root: str | Path, name: str) -> str:
             f"Download it there (python -m monai.bundle download --name {name} --bundle_dir {beside.parent}) "
             "or pass the path of a copy (e.g. --brainmask_bundle /path/to/bundle)."
         ) from error
+
+
+@reported
+def measured_paths(bundle: str | Path) -> dict[str, dict[str, float]]:
+    """The faster CPU paths measured for ``bundle`` (its ``inference.json`` ``measured_paths``), e.g. for the
+    brain-extraction network that ``--brain_crop`` runs inside another bundle."""
+    config = json.loads((Path(bundle) / "configs" / "inference.json").read_text())
+    return dict(config.get("measured_paths", {}))
 
 
 @reported
