@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "mtneuro": {"atomic", "networks", "data", "metrics"},
     "tools": {"*"},
     "cli": {"*"},
+    "bench": {"*"},
     "__main__": {"*"},
     "__init__": {"*"},
 }
