@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
+import itertools
 import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from neurobundles.paths import kernels_dir
 
-__all__ = ["build_library", "compiler", "cpu_flags", "vector_lanes"]
+__all__ = ["build_library", "compiler", "cpu_flags", "run_in_parts", "vector_lanes"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +37,13 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
     with contextlib.suppress(OSError, StopIteration):
         line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        return set(line.split(":", 1)[1].split())
-    return set()
+        return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def vector_lanes() -> int:
@@ -52,10 +57,22 @@ def vector_lanes() -> int:
 
 def _cpu_signature() -> str:
     """What ``-march=native`` depends on."""
-    flags = ""
-    with contextlib.suppress(OSError, StopIteration):
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    return f"{platform.machine()} {platform.processor()} {flags}"
+    return f"{platform.machine()} {platform.processor()} {' '.join(sorted(cpu_flags()))}"
+
+
+def run_in_parts(
+    pool: ThreadPoolExecutor, function: Callable[..., None], total: int, parts: int, arguments: Callable[[int], tuple]
+) -> None:
+    """``function(*arguments(part), begin, end)`` over ``parts`` contiguous ranges of ``[0, total)`` on ``pool``'s
+    threads (ctypes releases the GIL), waiting for all; empty ranges are skipped."""
+    bounds = [total * i // parts for i in range(parts + 1)]
+    jobs = [
+        pool.submit(function, *arguments(part), begin, end)
+        for part, (begin, end) in enumerate(itertools.pairwise(bounds))
+        if end > begin
+    ]
+    for job in jobs:
+        job.result()
 
 
 def build_library(source: Path, defines: dict[str, int]) -> ctypes.CDLL | None:

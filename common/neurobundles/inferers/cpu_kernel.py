@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from neurobundles.inferers.compiled import build_library, vector_lanes
+from neurobundles.inferers.compiled import build_library, run_in_parts, vector_lanes
 
 __all__ = ["compiled_features", "conv_and_rest", "kernel_available", "pays", "supports"]
 
@@ -144,26 +143,7 @@ def _convolve(
     values = values.contiguous()
     weight = conv.weight.detach().reshape(conv.out_channels, conv.in_channels, 27).contiguous()
     bias = conv.bias.detach().contiguous() if conv.bias is not None else torch.zeros(conv.out_channels)
-    bounds = [depth * i // threads for i in range(threads + 1)]
     for item in range(batch):
         source, target = values[item], out[item]
-        jobs = [
-            pool.submit(
-                kernel,
-                source.data_ptr(),
-                weight.data_ptr(),
-                bias.data_ptr(),
-                target.data_ptr(),
-                depth,
-                height,
-                width,
-                conv.dilation[0],
-                int(relu),
-                begin,
-                end,
-            )
-            for begin, end in itertools.pairwise(bounds)
-            if end > begin
-        ]
-        for job in jobs:
-            job.result()
+        arguments = (source.data_ptr(), weight.data_ptr(), bias.data_ptr(), target.data_ptr(), depth, height, width)
+        run_in_parts(pool, kernel, depth, threads, lambda _, a=arguments: (*a, conv.dilation[0], int(relu)))

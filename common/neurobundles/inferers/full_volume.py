@@ -109,11 +109,11 @@ class FullVolumeInferer(Inferer):
         features = winograd.winograd_features(network, values)
         if features is None:
             raise RuntimeError("the Winograd path could not run (no C compiler?); use precision='fp32'.")
-        head = _pointwise_head(network.head)
         if self.argmax:
             conv = _pointwise_conv(network.head)
             labels = winograd.head_argmax(features, conv) if conv is not None else None
             return labels if labels is not None else self._chunked_argmax(network, features)
+        head = _pointwise_head(network.head)
         return (head(features) if head else network.head(features.contiguous())).float()
 
     def _compiled(self, values: torch.Tensor, network: nn.Module) -> torch.Tensor | None:
@@ -163,8 +163,6 @@ class FullVolumeInferer(Inferer):
     def _chunked_argmax(self, network: nn.Module, features: torch.Tensor) -> torch.Tensor:
         out = torch.empty((features.shape[0], 1, *features.shape[2:]), dtype=torch.float32, device=features.device)
         head = _pointwise_head(network.head)
-        if head is not None and features.stride(1) == 1 and features.shape[1] > 1:
-            return _channels_last_argmax(network.head, features, out)
         for start in range(0, features.shape[2], self.head_chunk):
             part = features[:, :, start : start + self.head_chunk]
             out[:, :, start : start + self.head_chunk] = _labels(head(part) if head else network.head(part))
@@ -222,27 +220,6 @@ def _pointwise_head(head: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] |
         return out if conv.bias is None else out + conv.bias.to(out.dtype).view(1, -1, 1, 1, 1)
 
     return logits
-
-
-def _channels_last_argmax(head: nn.Module, features: torch.Tensor, out: torch.Tensor, slices: int = 4) -> torch.Tensor:
-    """A 1×1×1 convolution head and argmax over channels-last features, a few slices at a time into reused buffers
-    (a fresh 104 × 32 × 256² logits block costs more in page faults than its matrix product)."""
-    conv = next(m for m in head.modules() if isinstance(m, nn.Conv3d))
-    weight = conv.weight.reshape(conv.out_channels, conv.in_channels).t().to(features.dtype)
-    voxels = features.movedim(1, -1)  # B×D×H×W×C, strided over the padded channels
-    logits = torch.empty((*voxels.shape[1:2], *voxels.shape[2:4], conv.out_channels), dtype=features.dtype)
-    best = torch.empty(logits.shape[:-1], dtype=features.dtype)
-    index = torch.empty(logits.shape[:-1], dtype=torch.long)
-    for item in range(voxels.shape[0]):
-        for start in range(0, voxels.shape[1], slices):
-            stop = min(start + slices, voxels.shape[1])
-            part = logits[: stop - start]
-            torch.matmul(voxels[item, start:stop], weight, out=part)
-            if conv.bias is not None:
-                part.add_(conv.bias.to(part.dtype))
-            torch.max(part, dim=-1, out=(best[: stop - start], index[: stop - start]))
-            out[item, 0, start:stop] = index[: stop - start]
-    return out
 
 
 def _labels(logits: torch.Tensor) -> torch.Tensor:

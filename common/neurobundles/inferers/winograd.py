@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from neurobundles.inferers.compiled import build_library
+from neurobundles.inferers.compiled import build_library, run_in_parts
 from neurobundles.inferers.cpu_kernel import conv_and_rest, supports
 
 __all__ = ["applies", "head_argmax", "kernel_available", "stored_channels", "winograd_features"]
@@ -257,30 +256,13 @@ def _convolve(
     depth, height, width, _ = values.shape
     weights, bias = _transformed_weights(conv, out.shape[-1])
     dilation = conv.dilation[0]
-    bases = library.winograd_z_bases(depth, dilation)
-    bounds = [bases * i // threads for i in range(threads + 1)]
-    jobs = [
-        pool.submit(
-            library.winograd_conv3d,
-            values.data_ptr(),
-            weights.data_ptr(),
-            bias.data_ptr(),
-            out.data_ptr(),
-            depth,
-            height,
-            width,
-            dilation,
-            activation[0],
-            activation[1],
-            sums[index].data_ptr() if sums is not None else None,
-            begin,
-            end,
-        )
-        for index, (begin, end) in enumerate(itertools.pairwise(bounds))
-        if end > begin
-    ]
-    for job in jobs:
-        job.result()
+    arguments = (values.data_ptr(), weights.data_ptr(), bias.data_ptr(), out.data_ptr(), depth, height, width, dilation)
+    arguments += activation
+
+    def per_part(part: int) -> tuple:
+        return (*arguments, sums[part].data_ptr() if sums is not None else None)
+
+    run_in_parts(pool, library.winograd_conv3d, library.winograd_z_bases(depth, dilation), threads, per_part)
 
 
 def _affine_act(
@@ -293,15 +275,8 @@ def _affine_act(
     threads: int,
 ) -> None:
     """``values = act(values * scale + shift)`` per channel, in place, voxels split across the pool's threads."""
-    voxels = values[..., 0].numel()
-    bounds = [voxels * i // threads for i in range(threads + 1)]
-    jobs = [
-        pool.submit(library.affine_act, values.data_ptr(), scale.data_ptr(), shift.data_ptr(), *activation, begin, end)
-        for begin, end in itertools.pairwise(bounds)
-        if end > begin
-    ]
-    for job in jobs:
-        job.result()
+    arguments = (values.data_ptr(), scale.data_ptr(), shift.data_ptr(), *activation)
+    run_in_parts(pool, library.affine_act, values[..., 0].numel(), threads, lambda _: arguments)
 
 
 @functools.cache
@@ -333,15 +308,8 @@ def head_argmax(features: torch.Tensor, head: nn.Conv3d, threads: int | None = N
     bias = torch.full((classes,), float("-inf"))
     bias[: head.out_channels] = head.bias.detach() if head.bias is not None else 0.0
     out = torch.empty((batch, 1, depth, height, width), dtype=torch.float32)
-    voxels = batch * depth * height * width
     threads = threads or torch.get_num_threads()
-    bounds = [voxels * i // threads for i in range(threads + 1)]
+    arguments = (features.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr())
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        jobs = [
-            pool.submit(function, features.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(), begin, end)
-            for begin, end in itertools.pairwise(bounds)
-            if end > begin
-        ]
-        for job in jobs:
-            job.result()
+        run_in_parts(pool, function, batch * depth * height * width, threads, lambda _: arguments)
     return out
